@@ -1,0 +1,1 @@
+"""experiments: runnable scripts, configs, tracking, tuning and reports."""

@@ -1,0 +1,1 @@
+"""models: flax NNX models, offline datasets, tasks and task families."""
