@@ -1,0 +1,200 @@
+"""Tracking: each backend writes, and that backend's own reader gets back what was written."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments import envinfo, tracking
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config():
+    config = ml_collections.ConfigDict()
+    config.seed = 3
+    config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 1e-3})
+    config.hidden = (32, 16)
+    return config
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """One run through start_run with the local backend, shared by the read-back tests."""
+    workdir = tmp_path_factory.mktemp("local_run")
+    tracker = tracking.start_run(workdir, config=_config())
+    tracker.log_params({"optimizer": {"name": "adam", "b1": np.float32(0.9)}, "steps": 10})
+    tracker.log_metrics(0, {"train/loss": jnp.float32(2.5), "train/accuracy": np.float64(0.1)})
+    tracker.log_metrics(10, {"train": {"loss": 1.25}, "flag": True, "count": jnp.int32(7)})
+    tracker.log_metrics(np.int64(20), {"train/loss": float("nan"), "grad_norm": float("inf")})
+    artifact = workdir.parent / "note.txt"
+    artifact.write_text("hello")
+    tracker.log_artifact(artifact)
+    tracker.finish()
+    return workdir
+
+
+def test_local_files_read_back(local_run):
+    config = json.loads((local_run / "config.json").read_text())
+    assert config == {"seed": 3, "optimizer": {"name": "adam", "learning_rate": 1e-3},
+                      "hidden": [32, 16]}
+    params = json.loads((local_run / "params.json").read_text())
+    assert params["optimizer"]["b1"] == pytest.approx(0.9)
+    assert params["steps"] == 10
+    rows = tracking.read_metrics(local_run)
+    assert [r["step"] for r in rows] == [0, 10, 20]
+    assert rows[0]["train/loss"] == 2.5 and rows[0]["train/accuracy"] == 0.1
+    assert rows[1] == {**rows[1], "train/loss": 1.25, "flag": 1, "count": 7}
+    # NaN and inf are recorded, not dropped, and the plain json reader parses them back.
+    assert math.isnan(rows[2]["train/loss"]) and rows[2]["grad_norm"] == math.inf
+    assert "NaN" in (local_run / "metrics.jsonl").read_text().splitlines()[2]
+    assert (local_run / "artifacts" / "note.txt").read_text() == "hello"
+    assert json.loads((local_run / "run.json").read_text())["status"] == "finished"
+
+
+def test_env_json_records_code_packages_devices(local_run):
+    env = json.loads((local_run / "env.json").read_text())
+    assert env["packages"]["jax"] == jax.__version__
+    assert env["packages"]["numpy"] == np.__version__
+    assert env["jax"]["device_count"] == jax.device_count()
+    assert env["jax"]["backend"] == jax.default_backend()
+    assert env["python"] == sys.version.split()[0]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert env["git"]["commit"] == head
+    assert isinstance(env["git"]["dirty"], bool) and len(env["git"]["diff_sha256"]) == 64
+    if env["git"]["diff_bytes"]:
+        assert (local_run / "git_diff.patch").exists()
+
+
+def test_env_vars_keep_jax_flags_and_drop_secrets():
+    kept = envinfo.jax_env_vars({
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "HOME": "/root",
+        "MLFLOW_TRACKING_URI": "http://user:pw@host:5000", "JAX_SECRET_TOKEN": "x",
+    })
+    assert kept == {"XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+                    "MLFLOW_TRACKING_URI": "http://***@host:5000"}
+
+
+@pytest.mark.parametrize(
+    "metrics, error, words",
+    [
+        ({"weights": jnp.ones((3, 2))}, ValueError, ["'weights'", "(3, 2)"]),
+        ({"name": "adam"}, TypeError, ["'name'", "str"]),
+        ({"": 1.0}, TypeError, ["non-empty"]),
+        ([("loss", 1.0)], TypeError, ["mapping"]),
+    ],
+)
+def test_bad_metrics_are_clear_errors(tmp_path, metrics, error, words):
+    tracker = tracking.start_run(tmp_path, collect_env=False)
+    with pytest.raises(error) as info:
+        tracker.log_metrics(0, metrics)
+    assert all(word in str(info.value) for word in words)
+    tracker.finish()
+    assert tracking.read_metrics(tmp_path) == []
+
+
+@pytest.mark.parametrize("step, error", [(-1, ValueError), (1.5, TypeError), ("3", TypeError)])
+def test_bad_step(tmp_path, step, error):
+    tracker = tracking.start_run(tmp_path, collect_env=False)
+    with pytest.raises(error, match="step"):
+        tracker.log_metrics(step, {"loss": 1.0})
+
+
+def test_unknown_backend(tmp_path):
+    with pytest.raises(ValueError, match="tensorboard"):
+        tracking.start_run(tmp_path, backends=("local", "wandb"), collect_env=False)
+
+
+def test_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError, match="a_file"):
+        tracking.start_run(blocker, collect_env=False)
+    with pytest.raises(PermissionError, match="not writable"):
+        tracking.start_run(blocker / "run", collect_env=False)
+    if os.geteuid() != 0:  # root ignores directory permissions
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(PermissionError, match="locked"):
+            tracking.start_run(locked, collect_env=False)
+
+
+class _BrokenBackend:
+    def __init__(self):
+        self.calls = 0
+
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, step, metrics):
+        self.calls += 1
+        raise ConnectionError("server went away")
+
+    def log_artifact(self, path):
+        pass
+
+    def finish(self):
+        pass
+
+
+def test_failing_optional_backend_warns_and_local_record_survives(tmp_path):
+    broken = _BrokenBackend()
+    tracker = tracking.CompositeTracker([tracking.LocalTracker(tmp_path), broken])
+    with pytest.warns(RuntimeWarning, match="server went away"):
+        tracker.log_metrics(0, {"loss": 1.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tracker.log_metrics(1, {"loss": 0.5})  # the broken backend is off: no second warning
+    tracker.finish()
+    assert broken.calls == 1
+    assert [r["loss"] for r in tracking.read_metrics(tmp_path)] == [1.0, 0.5]
+
+
+def test_null_tracker_is_a_tracker():
+    null = tracking.NullTracker()
+    assert isinstance(null, tracking.Tracker)
+    null.log_metrics(0, {"anything": object()})
+    null.finish()
+
+
+_KILLED_WRITER = """
+import sys, time
+from experiments import tracking
+tracker = tracking.LocalTracker(sys.argv[1])
+step = 0
+while True:
+    tracker.log_metrics(step, {"loss": 1.0 / (step + 1), "nan": float("nan")})
+    step += 1
+    time.sleep(0.001)
+"""
+
+
+def test_killed_run_leaves_valid_jsonl(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
+                               cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") >= 50:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    rows = tracking.read_metrics(tmp_path)
+    assert len(rows) >= 50
+    assert [r["step"] for r in rows] == list(range(len(rows)))
+    assert all(r["loss"] == 1.0 / (r["step"] + 1) and math.isnan(r["nan"]) for r in rows)
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
