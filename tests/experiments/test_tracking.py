@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -198,3 +199,77 @@ def test_killed_run_leaves_valid_jsonl(tmp_path):
     assert [r["step"] for r in rows] == list(range(len(rows)))
     assert all(r["loss"] == 1.0 / (r["step"] + 1) and math.isnan(r["nan"]) for r in rows)
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorBoard and MLflow, each read back with its own reader.
+
+
+@pytest.fixture(scope="module")
+def all_backends_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("all_backends")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # every backend must start cleanly
+        tracker = tracking.start_run(workdir, config=_config(),
+                                     backends=("local", "tensorboard", "mlflow"),
+                                     run_name="adam_seed3", collect_env=False)
+    assert len(tracker.trackers) == 3
+    for step in range(0, 30, 10):
+        tracker.log_metrics(step, {"train/loss": 1.0 / (step + 1), "grad_norm": jnp.float32(2.0)})
+    tracker.log_metrics(30, {"train/loss": float("nan")})
+    artifact = workdir.parent / "table.csv"
+    artifact.write_text("a,b\n1,2\n")
+    tracker.log_artifact(artifact)
+    tracker.finish()
+    return workdir
+
+
+def test_tensorboard_event_files_read_back(all_backends_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(all_backends_run / "tensorboard"))
+    accumulator.Reload()
+    events = accumulator.Scalars("train/loss")
+    assert [e.step for e in events] == [0, 10, 20, 30]
+    np.testing.assert_allclose([e.value for e in events[:3]], [1.0, 1 / 11, 1 / 21], rtol=1e-6)
+    assert math.isnan(events[3].value)
+    assert [e.value for e in accumulator.Scalars("grad_norm")] == [2.0, 2.0, 2.0]
+    (params_event,) = accumulator.Tensors("params/text_summary")
+    assert b"| config.optimizer.learning_rate | 0.001 |" in params_event.tensor_proto.string_val[0]
+
+
+def test_mlflow_sqlite_store_read_back(all_backends_run):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{all_backends_run / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("learned-opt")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "adam_seed3" and run.info.status == "FINISHED"
+    assert run.data.params["config.optimizer.learning_rate"] == "0.001"
+    assert run.data.params["config.hidden"] == "[32, 16]"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [0, 10, 20, 30]
+    np.testing.assert_allclose([m.value for m in history[:3]], [1.0, 1 / 11, 1 / 21])
+    assert math.isnan(history[3].value)
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert artifacts == ["table.csv"]
+    assert str(all_backends_run) in experiment.artifact_location
+
+
+def test_unreachable_mlflow_server_warns_fast_and_keeps_local_record(tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    start = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match="unreachable"):
+        tracker = tracking.start_run(tmp_path, config={"seed": 0},
+                                     backends=("local", "mlflow"), collect_env=False)
+    assert time.perf_counter() - start < 30  # fails fast; generous bound, not a benchmark
+    tracker.log_metrics(0, {"loss": 1.0})
+    tracker.finish()
+    assert tracking.read_metrics(tmp_path)[0]["loss"] == 1.0
+    assert json.loads((tmp_path / "config.json").read_text()) == {"seed": 0}
