@@ -451,3 +451,27 @@ def start_run(
         for extra in list(tracker.trackers[1:]):
             tracker._call_optional(extra, "log_params", {"config": to_jsonable(config)})
     return tracker
+
+
+# Helpers for training loops live in their own files; re-exported so scripts need one import.
+from experiments.run_metrics import (  # noqa: E402
+    MetricsBuffer,
+    SpeedMeter,
+    compile_time,
+    log_every,
+    norm_metrics,
+    resource_metrics,
+)
+from experiments.run_records import (  # noqa: E402
+    dataset_identity,
+    file_sha256,
+    log_predictions_table,
+    optimizer_identity,
+)
+
+__all__ = [
+    "BACKENDS", "CompositeTracker", "LocalTracker", "MetricsBuffer", "NullTracker", "SpeedMeter",
+    "Tracker", "check_step", "compile_time", "dataset_identity", "file_sha256",
+    "flatten_metrics", "flatten_params", "log_every", "log_predictions_table", "norm_metrics",
+    "optimizer_identity", "read_metrics", "resource_metrics", "start_run", "to_jsonable",
+]

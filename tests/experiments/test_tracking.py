@@ -225,6 +225,7 @@ def all_backends_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow  # shares a fixture that starts MLflow's SQLite store (~5-20 s)
 def test_tensorboard_event_files_read_back(all_backends_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -239,6 +240,7 @@ def test_tensorboard_event_files_read_back(all_backends_run):
     assert b"| config.optimizer.learning_rate | 0.001 |" in params_event.tensor_proto.string_val[0]
 
 
+@pytest.mark.slow  # shares a fixture that starts MLflow's SQLite store (~5-20 s)
 def test_mlflow_sqlite_store_read_back(all_backends_run):
     from mlflow import MlflowClient
 
