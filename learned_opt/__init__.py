@@ -1,5 +1,23 @@
-"""learned_opt: learned optimizers as optax transformations, and their meta-training."""
+"""learned_opt: learned optimizers as optax transformations, and their meta-training.
 
-from learned_opt import tasks
+    import learned_opt as lo
+    lopt = lo.get_lopt("mlp")                   # or lo.MLPLOpt(); names: lo.list_lopts()
+    theta = lopt.init(jax.random.key(0))
+    tx = lopt.optimizer(theta, num_steps=1000)  # optax.GradientTransformationExtraArgs
+"""
 
-__all__ = ["tasks"]
+from learned_opt import features, tasks
+from learned_opt.base import LearnedOptimizer, LOptState, get_lopt, list_lopts
+from learned_opt.learned_adam import LearnedAdam
+from learned_opt.mlp_lopt import MLPLOpt
+
+__all__ = [
+    "LOptState",
+    "LearnedAdam",
+    "LearnedOptimizer",
+    "MLPLOpt",
+    "features",
+    "get_lopt",
+    "list_lopts",
+    "tasks",
+]

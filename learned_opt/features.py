@@ -1,0 +1,187 @@
+"""The one feature library every learned optimizer is built from.
+
+All functions are pure, elementwise or reduce along named axes only, so under sharding XLA keeps
+per-parameter work local (a per-tensor statistic becomes a partial reduction plus an all-reduce;
+no tensor is ever gathered). Everything is computed in float32 whatever the parameter dtype.
+
+Conventions:
+  * A leaf's accumulators at several decays carry the decays on a trailing axis: momenta of a
+    `(R, C)` parameter at decays `(0.5, 0.9, 0.99)` have shape `(R, C, 3)`.
+  * Per-tensor ("global") features are small 1-D arrays; an architecture folds them into the bias
+    of its per-parameter network's first layer, so they cost nothing per parameter.
+
+    decays = jnp.array([0.5, 0.9, 0.99])
+    m = update_momenta(m, g, decays)                     # (..., K)
+    v = update_second_moment(v, g, 0.999)                # (...)
+    x = m * rsqrt_eps(v)[..., None]                      # momenta normalized by the second moment
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Adafactor's epsilon on squared gradients: keeps rows/columns of all-zero gradients positive.
+FACTORED_EPS = 1e-30
+DEFAULT_TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+NUM_SHAPE_FEATURES = 4
+
+
+def as_f32(x: jax.Array) -> jax.Array:
+    """`x` in float32 (accumulators and features never run in half precision)."""
+    return jnp.asarray(x, jnp.float32)
+
+
+def rsqrt_eps(v: jax.Array, eps: float | jax.Array = 1e-8) -> jax.Array:
+    """`1 / (sqrt(v) + eps)`: the second-moment normalizer Adam uses."""
+    return 1.0 / (jnp.sqrt(v) + eps)
+
+
+def update_momenta(m: jax.Array, g: jax.Array, decays: jax.Array) -> jax.Array:
+    """Exponential moving averages of `g` at every decay at once: `m` has shape g.shape + (K,)."""
+    return decays * m + (1.0 - decays) * g[..., None]
+
+
+def update_second_moment(v: jax.Array, g: jax.Array, decay: float | jax.Array) -> jax.Array:
+    """EMA of `g**2`; `v` has `g`'s shape, or g.shape + (K,) when `decay` is a (K,) vector."""
+    g2 = jnp.square(g)
+    if jnp.ndim(decay) == 1:
+        g2 = g2[..., None]
+    return decay * v + (1.0 - decay) * g2
+
+
+def bias_correction(decays: jax.Array, count: jax.Array) -> jax.Array:
+    """`1 / (1 - decay**count)` for an EMA started at zero (count >= 1)."""
+    return 1.0 / (1.0 - jnp.power(decays, count.astype(jnp.float32)))
+
+
+def tensor_rms(x: jax.Array, floor: float = 0.0) -> jax.Array:
+    """Root mean square of a whole tensor (a per-tensor scalar); `floor` for zero-size/zero x."""
+    if x.size == 0:
+        return jnp.asarray(max(floor, 1.0), jnp.float32)
+    return jnp.maximum(jnp.sqrt(jnp.mean(jnp.square(as_f32(x)))), floor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adafactor factored second moments.
+
+
+class Factored(NamedTuple):
+    """Factored second moments of one leaf at K decays.
+
+    For a leaf with ndim >= 2 and shape (..., R, C): `row` is (..., R, K) (mean over columns of
+    g**2), `col` is (..., C, K). Smaller leaves (vectors, scalars) are not factored: `row` holds
+    the full accumulator (shape + (K,)) and `col` is an unused (1,) placeholder (orbax cannot
+    save zero-size arrays).
+    """
+
+    row: jax.Array
+    col: jax.Array
+
+
+def is_factored(shape: Sequence[int]) -> bool:
+    """Whether a leaf of this shape gets row/column statistics (ndim >= 2, non-empty)."""
+    return len(shape) >= 2 and int(np.prod(shape)) > 0
+
+
+def init_factored(p: jax.Array, num_decays: int) -> Factored:
+    """Zero factored accumulators for leaf `p` (layout in `Factored`)."""
+    zeros = jnp.zeros_like(p, jnp.float32)
+    if is_factored(p.shape):
+        row = jnp.broadcast_to(jnp.mean(zeros, axis=-1)[..., None], p.shape[:-1] + (num_decays,))
+        col = jnp.broadcast_to(jnp.mean(zeros, axis=-2)[..., None],
+                               p.shape[:-2] + p.shape[-1:] + (num_decays,))
+        return Factored(row, col)
+    full = jnp.broadcast_to(zeros[..., None], p.shape + (num_decays,))
+    return Factored(full, jnp.zeros((1,), jnp.float32))
+
+
+def update_factored(fac: Factored, g: jax.Array, decays: jax.Array) -> Factored:
+    """One Adafactor accumulation step at every decay (see `Factored` for the layout)."""
+    g2 = jnp.square(g) + FACTORED_EPS
+    if is_factored(g.shape):
+        row = decays * fac.row + (1.0 - decays) * jnp.mean(g2, axis=-1)[..., None]
+        col = decays * fac.col + (1.0 - decays) * jnp.mean(g2, axis=-2)[..., None]
+        return Factored(row, col)
+    return Factored(decays * fac.row + (1.0 - decays) * g2[..., None], fac.col)
+
+
+def factored_rsqrt(fac: Factored, shape: Sequence[int]) -> jax.Array:
+    """`1/sqrt(v_hat)` with shape + (K,), where v_hat = row * col / mean(row) (Adafactor).
+
+    Written as a product of a per-row and a per-column factor, so the full-size result is one
+    broadcasted multiply that XLA fuses into its consumer.
+    """
+    if is_factored(shape):
+        row_mean = jnp.mean(fac.row, axis=-2, keepdims=True)         # (..., 1, K)
+        row_factor = jax.lax.rsqrt(fac.row / row_mean)                 # (..., R, K)
+        col_factor = jax.lax.rsqrt(fac.col)                            # (..., C, K)
+        return row_factor[..., :, None, :] * col_factor[..., None, :, :]
+    return jax.lax.rsqrt(fac.row + FACTORED_EPS)
+
+
+def factored_row_col_features(fac: Factored, shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+    """Log-scale row and column statistics broadcast to shape + (K,) (zeros when not factored).
+
+    They tell the network how a parameter's row/column compares with the tensor as a whole.
+    """
+    if is_factored(shape):
+        log_row = jnp.log(fac.row / jnp.mean(fac.row, axis=-2, keepdims=True))
+        log_col = jnp.log(fac.col / jnp.mean(fac.col, axis=-2, keepdims=True))
+        full = tuple(shape) + (fac.row.shape[-1],)
+        return (jnp.broadcast_to(log_row[..., :, None, :], full),
+                jnp.broadcast_to(log_col[..., None, :, :], full))
+    zeros = jnp.zeros(tuple(shape) + (fac.row.shape[-1],), jnp.float32)
+    return zeros, zeros
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-tensor (global) features.
+
+
+def time_features(count: jax.Array, timescales: Sequence[float] = DEFAULT_TIMESCALES) -> jax.Array:
+    """`tanh(count / timescale)` for each timescale: a (len(timescales),) float32 vector."""
+    return jnp.tanh(count.astype(jnp.float32) / jnp.asarray(timescales, jnp.float32))
+
+
+NUM_PROGRESS_FEATURES = 4
+
+
+def progress_features(count: jax.Array, num_steps: int | None) -> jax.Array:
+    """Training-progress features (NUM_PROGRESS_FEATURES,): fraction done and tanh transforms.
+
+    With `num_steps=None` (unknown horizon) all entries are zero, so one network serves both.
+    """
+    if num_steps is None:
+        return jnp.zeros((NUM_PROGRESS_FEATURES,), jnp.float32)
+    frac = count.astype(jnp.float32) / float(num_steps)
+    return jnp.stack([frac, jnp.tanh(3.0 * frac), jnp.tanh(10.0 * frac),
+                      jnp.tanh(10.0 * (1.0 - frac))])
+
+
+def shape_features(shape: Sequence[int]) -> jax.Array:
+    """Static tensor-shape features (NUM_SHAPE_FEATURES,): log size, ndim, log fan-in/fan-out.
+
+    Scaled to be O(1) for tensors up to ~1e8 entries.
+    """
+    shape = tuple(int(s) for s in shape)
+    size = int(np.prod(shape)) if shape else 1
+    fan_in = shape[-2] if len(shape) >= 2 else 1
+    fan_out = shape[-1] if shape else 1
+    values = [np.log1p(size) / 10.0, len(shape) / 4.0, np.log1p(fan_in) / 10.0,
+              np.log1p(fan_out) / 10.0]
+    return jnp.asarray(values, jnp.float32)
+
+
+def loss_features(value: jax.Array, loss_ema: jax.Array) -> jax.Array:
+    """Scale-free loss features from the current loss and its EMAs at K decays: (2K,) in (-1, 1).
+
+    Relative change of the loss against each EMA, and the sign-preserving log scale of the EMAs.
+    """
+    rel = (value - loss_ema) / (jnp.abs(loss_ema) + 1e-8)
+    return jnp.concatenate([jnp.tanh(rel), jnp.tanh(jnp.sign(loss_ema) * jnp.log1p(
+        jnp.abs(loss_ema)) / 5.0)])

@@ -1,0 +1,330 @@
+"""One shared list of learned optimizers, every one run through the same behaviour checks.
+
+The optax contrib `_common_test.py` pattern: each check is parametrized over ALL_LOPTS, and
+compiled functions are shared per optimizer through module-scoped fixtures to keep the file fast.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+import learned_opt as lo
+
+NUM_STEPS = 50
+ALL_LOPTS = [name for name in ("learned_adam", "mlp", "adafac_mlp", "lstm", "hyper")
+             if name in lo.list_lopts()]
+
+
+class Pair(NamedTuple):
+    kernel: jax.Array
+    bias: jax.Array
+
+
+def make_params(dtype=jnp.float32, with_empty: bool = True):
+    """A nested dict / list / NamedTuple tree with a 3-D, 2-D, 1-D, scalar and zero-size leaf."""
+    rng = np.random.default_rng(0)
+    params = {
+        "dense": Pair(rng.normal(size=(4, 6)), rng.normal(size=(6,))),
+        "blocks": [rng.normal(size=(2, 3, 4)), np.float32(0.5)],
+    }
+    if with_empty:
+        params["empty"] = np.zeros((0, 3))
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+
+
+def quadratic_loss(params):
+    """sum 0.5 * c * (p - 1)**2 with a different curvature c per tensor."""
+    leaves = jax.tree.leaves(params)
+    return sum(0.5 * (i + 1) * jnp.sum(jnp.square(p.astype(jnp.float32) - 1.0))
+               for i, p in enumerate(leaves))
+
+
+class Case(NamedTuple):
+    lopt: lo.LearnedOptimizer
+    theta: dict
+    tx: optax.GradientTransformationExtraArgs
+    step_fn: callable   # jitted (theta, grads, state, params, value) -> (updates, state)
+    traces: list        # one entry per trace of `step_fn`
+
+    def step(self, grads, state, params, value, theta=None):
+        theta = self.theta if theta is None else theta
+        return self.step_fn(theta, grads, state, params, jnp.float32(value))
+
+
+@pytest.fixture(scope="module", params=ALL_LOPTS)
+def case(request) -> Case:
+    lopt = lo.get_lopt(request.param)
+    theta = lopt.init(jax.random.key(0))
+    traces = []
+
+    @jax.jit
+    def step_fn(theta, grads, state, params, value):
+        traces.append(1)
+        return lopt.optimizer(theta, NUM_STEPS).update(grads, state, params, value=value)
+
+    return Case(lopt, theta, lopt.optimizer(theta, num_steps=NUM_STEPS), step_fn, traces)
+
+
+def small_params():
+    """Two leaves: enough where the tree's shape does not matter, and fast to compile."""
+    rng = np.random.default_rng(1)
+    return {"w": jnp.asarray(rng.normal(size=(4, 6)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(6,)), jnp.float32)}
+
+
+def run_steps(case: Case, params, num: int):
+    state = case.tx.init(params)
+    all_updates = []
+    for _ in range(num):
+        loss, grads = jax.value_and_grad(quadratic_loss)(params)
+        updates, state = case.step(grads, state, params, loss)
+        all_updates.append(updates)
+        params = optax.apply_updates(params, updates)
+    return params, state, all_updates
+
+
+def shapes_of(tree):
+    return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
+
+
+def test_jit_state_is_stable_and_no_recompile(case):
+    params = make_params()
+    state0 = case.tx.init(params)
+    run_steps(case, params, 1)
+    traces_before = len(case.traces)
+    params_end, state, updates = run_steps(case, params, 4)
+    assert len(case.traces) == traces_before, "a jitted step recompiled: the state changed type"
+    assert jax.tree.structure(state) == jax.tree.structure(state0)
+    assert shapes_of(state) == shapes_of(state0)
+    assert shapes_of(jax.eval_shape(case.tx.update, params, state0, params, value=1.0)[1]) == \
+        shapes_of(state0)
+    assert int(state.count) == 4
+    for u, p in zip(jax.tree.leaves(updates[-1]), jax.tree.leaves(params), strict=True):
+        assert u.shape == p.shape and u.dtype == p.dtype
+        assert np.all(np.isfinite(u)) and np.all(np.abs(u) <= case.lopt.max_update)
+    assert quadratic_loss(params_end) < quadratic_loss(params)
+
+
+def test_deterministic(case):
+    params = make_params()
+    _, state_a, upd_a = run_steps(case, params, 2)
+    _, state_b, upd_b = run_steps(case, params, 2)
+    for a, b in zip(jax.tree.leaves((state_a, upd_a)), jax.tree.leaves((state_b, upd_b)),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_default_theta_decreases_quadratic(case):
+    params = small_params()
+    start = float(quadratic_loss(params))
+    losses = []
+    state = case.tx.init(params)
+    for _ in range(40):
+        loss, grads = jax.value_and_grad(quadratic_loss)(params)
+        updates, state = case.step(grads, state, params, loss)
+        params = optax.apply_updates(params, updates)
+        losses.append(float(loss))
+    assert losses[-1] < 0.97 * start, losses
+    assert np.all(np.diff(losses) < 0), "default optimizer should descend monotonically here"
+
+
+def test_vmap_over_theta(case):
+    params = small_params()
+    thetas = [case.theta, jax.tree.map(lambda t: t * 1.05 + 0.01, case.theta)]
+    stacked = jax.tree.map(lambda *t: jnp.stack(t), *thetas)
+    grads = jax.grad(quadratic_loss)(params)
+    state = case.tx.init(params)
+
+    def one(theta):
+        return case.lopt.optimizer(theta, NUM_STEPS).update(grads, state, params, value=3.0)
+
+    batched_updates, batched_state = jax.jit(jax.vmap(one))(stacked)
+    for i, theta in enumerate(thetas):
+        updates, _ = case.step(grads, state, params, 3.0, theta=theta)
+        for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(batched_updates), strict=True):
+            np.testing.assert_allclose(b[i], a, rtol=1e-5, atol=1e-8)
+    # The two thetas give different updates: theta really is batched.
+    u = jax.tree.leaves(batched_updates)[0]
+    assert not np.allclose(u[0], u[1])
+
+
+def test_meta_gradient_finite_and_nonzero(case):
+    params = small_params()
+
+    def unrolled_loss(theta):
+        tx = case.lopt.optimizer(theta, NUM_STEPS)
+
+        def one_step(carry, _):
+            p, state = carry
+            loss, grads = jax.value_and_grad(quadratic_loss)(p)
+            updates, state = tx.update(grads, state, p, value=loss)
+            return (optax.apply_updates(p, updates), state), loss
+
+        (p, _), _ = jax.lax.scan(one_step, (params, tx.init(params)), length=3)
+        return quadratic_loss(p)
+
+    meta_grad = jax.jit(jax.grad(unrolled_loss))(case.theta)
+    leaves = jax.tree.leaves(meta_grad)
+    assert all(np.all(np.isfinite(g)) for g in leaves)
+    assert sum(float(jnp.sum(jnp.abs(g))) for g in leaves) > 0
+
+
+def test_inside_chain_multisteps_and_apply_if_finite(case):
+    params = small_params()
+    grads = jax.grad(quadratic_loss)(params)
+    value = jnp.float32(2.0)
+
+    # chain: value= reaches the learned optimizer; clipping happens first.
+    chained = optax.chain(optax.clip_by_global_norm(1.0), case.tx)
+    updates, _ = jax.jit(lambda g, s, p: chained.update(g, s, p, value=value, unused=1))(
+        grads, chained.init(params), params)
+    clipped, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    expected, _ = case.step(clipped, case.tx.init(params), params, value)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9),
+                 updates, expected)
+
+    # MultiSteps: the 2nd call applies the learned optimizer to the mean gradient.
+    multi = optax.MultiSteps(case.tx, every_k_schedule=2)
+    ms_state = multi.init(params)
+    ms_update = jax.jit(lambda g, s, p: multi.update(g, s, p, value=value))
+    half = jax.tree.map(lambda g: 0.5 * g, grads)
+    first, ms_state = ms_update(half, ms_state, params)
+    assert all(np.all(u == 0) for u in jax.tree.leaves(first))
+    second, _ = ms_update(jax.tree.map(lambda g: 1.5 * g, grads), ms_state, params)
+    expected, _ = case.step(grads, case.tx.init(params), params, value)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9),
+                 second, expected)
+
+    # apply_if_finite: a NaN step is skipped, the next finite one is the first real step.
+    safe = optax.apply_if_finite(case.tx, max_consecutive_errors=3)
+    safe_update = jax.jit(lambda g, s, p, v: safe.update(g, s, p, value=v))
+    nan_grads = jax.tree.map(lambda g: jnp.full_like(g, jnp.nan), grads)
+    skipped, safe_state = safe_update(nan_grads, safe.init(params), params, value)
+    assert all(np.all(u == 0) for u in jax.tree.leaves(skipped))
+    assert int(safe_state.notfinite_count) == 1
+    real, _ = safe_update(grads, safe_state, params, value)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9),
+                 real, expected)
+
+
+def test_orbax_round_trip(case, tmp_path):
+    # Orbax cannot save zero-size arrays (of params or state), so this tree has none.
+    params = small_params()
+    _, state, _ = run_steps(case, params, 2)
+    path = tmp_path / case.lopt.name
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(path, state)
+        checkpointer.wait_until_finished()
+        restored = checkpointer.restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    jax.tree.map(np.testing.assert_array_equal, restored, state)
+    grads = jax.grad(quadratic_loss)(params)
+    a, _ = case.step(grads, state, params, 1.0)
+    b, _ = case.step(grads, restored, params, 1.0)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_params(case, dtype):
+    params = make_params(dtype)
+    grads = jax.grad(quadratic_loss)(params)
+    state = case.tx.init(params)
+    assert all(s.dtype in (jnp.float32, jnp.int32) for s in jax.tree.leaves(state))
+    updates, new_state = jax.jit(lambda g, s, p: case.tx.update(g, s, p, value=1.0))(
+        grads, state, params)
+    assert shapes_of(new_state) == shapes_of(state)
+    # Same values in float32: the only difference is the final rounding to `dtype`.
+    up = lambda t: jax.tree.map(lambda x: x.astype(jnp.float32), t)
+    ref, _ = case.step(up(grads), case.tx.init(up(params)), up(params), 1.0)
+    for u, r, p in zip(jax.tree.leaves(updates), jax.tree.leaves(ref), jax.tree.leaves(params),
+                       strict=True):
+        assert u.dtype == p.dtype
+        np.testing.assert_allclose(np.asarray(u, np.float32), r, rtol=1e-2, atol=1e-6)
+
+
+def test_non_finite_gradients_never_reach_params_or_state(case):
+    params = make_params()
+    _, state, _ = run_steps(case, params, 1)
+    grads = jax.grad(quadratic_loss)(params)
+    kernel = grads["dense"].kernel.at[1, 2].set(jnp.nan).at[3, 0].set(jnp.inf)
+    bad = {**grads, "dense": Pair(kernel, grads["dense"].bias)}
+    updates, new_state = case.step(bad, state, params, 1.0)
+    for leaf in jax.tree.leaves((updates, new_state)):
+        assert np.all(np.isfinite(leaf))
+    assert updates["dense"].kernel[1, 2] == 0 and updates["dense"].kernel[3, 0] == 0
+    assert np.any(updates["dense"].kernel != 0)
+    # Per-entry state of the bad entries is unchanged; the rest of the tensor moved on.
+    for old, new in zip(state.per_leaf, new_state.per_leaf, strict=True):
+        old_k, new_k = old["dense"].kernel, new["dense"].kernel
+        if old_k.shape[:2] == (4, 6):
+            np.testing.assert_array_equal(new_k[1, 2], old_k[1, 2])
+            np.testing.assert_array_equal(new_k[3, 0], old_k[3, 0])
+
+
+def test_config_rebuilds_the_architecture(case):
+    import json
+
+    config = json.loads(json.dumps(case.lopt.config()))
+    assert config["name"] == case.lopt.name
+    assert lo.get_lopt(**config) == case.lopt
+
+
+def test_theta_from_another_architecture_is_rejected(case):
+    other_name = next(n for n in lo.list_lopts() if n != case.lopt.name)
+    other = lo.get_lopt(other_name)
+    with pytest.raises(ValueError, match="does not belong to") as info:
+        case.lopt.optimizer(other.init(jax.random.key(0)), num_steps=NUM_STEPS)
+    assert type(case.lopt).__name__ in str(info.value)
+    assert type(other).__name__ in str(info.value)
+
+
+def test_params_that_do_not_match_the_state_are_rejected(case):
+    params = make_params()
+    state = case.tx.init(params)
+    grads = jax.grad(quadratic_loss)(params)
+    fewer = {k: v for k, v in params.items() if k != "empty"}
+    with pytest.raises(ValueError, match="different tree structures|do not match"):
+        case.tx.update(jax.grad(quadratic_loss)(fewer), state, params, value=1.0)
+    with pytest.raises(ValueError, match="do not match the optimizer state"):
+        case.tx.update(jax.grad(quadratic_loss)(fewer), state, fewer, value=1.0)
+    reshaped = {**params, "blocks": [jnp.ones((2, 3, 5)), params["blocks"][1]]}
+    with pytest.raises(ValueError, match="shape"):
+        case.tx.update(jax.grad(quadratic_loss)(reshaped), state, reshaped, value=1.0)
+    with pytest.raises(ValueError, match="needs params"):
+        case.tx.update(grads, state, value=1.0)
+
+
+def test_missing_value_and_num_steps(case):
+    params = make_params()
+    grads = jax.grad(quadratic_loss)(params)
+    state = case.tx.init(params)
+    if case.lopt.needs_value:
+        with pytest.raises(ValueError, match="value=loss"):
+            case.tx.update(grads, state, params)
+        with pytest.raises(ValueError, match="value=loss"):
+            chained = optax.chain(optax.identity(), case.tx)
+            chained.update(grads, chained.init(params), params)
+    else:
+        jax.eval_shape(lambda: case.tx.update(grads, state, params))  # value is optional
+    if case.lopt.needs_num_steps:
+        with pytest.raises(ValueError, match="num_steps"):
+            case.lopt.optimizer(case.theta)
+    else:
+        jax.eval_shape(lambda: case.lopt.optimizer(case.theta).update(grads, state, params,
+                                                                      value=1.0))
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="valid names") as info:
+        lo.get_lopt("adam2")
+    for name in ALL_LOPTS:
+        assert name in str(info.value)
+    with pytest.raises(TypeError, match="valid"):
+        lo.get_lopt("mlp", hidden=3)
