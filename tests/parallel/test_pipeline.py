@@ -1,0 +1,346 @@
+"""Pipeline parallelism: schedule tables, GPipe / 1F1B against the sequential reference, errors.
+
+Every pipelined result is compared with `sequential_reference` (the stages one after another on
+the whole batch, on one device). Shapes are tiny; each (p, m, schedule) compiles once.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import learned_opt as lo
+from parallel import pipeline
+from parallel import pipeline_schedule as ps
+from parallel.mesh import make_mesh, named
+
+WIDTH = 8
+
+
+def residual_mlp_block(params, x):
+    return x + jnp.tanh(x @ params["w_in"] + params["b"]) @ params["w_out"]
+
+
+def mse(outputs, targets):
+    return jnp.mean((outputs - targets) ** 2)
+
+
+def stacked_params(key, num_stages, width=WIDTH, hidden=16):
+    k_in, k_b, k_out = jax.random.split(key, 3)
+    return {
+        "w_in": jax.random.normal(k_in, (num_stages, width, hidden)) / np.sqrt(width),
+        "b": 0.1 * jax.random.normal(k_b, (num_stages, hidden)),
+        "w_out": jax.random.normal(k_out, (num_stages, hidden, width)) / np.sqrt(hidden),
+    }
+
+
+def batch(key, size, width=WIDTH):
+    x = jax.random.normal(key, (size, width))
+    return x, jnp.sin(2.0 * x)
+
+
+# Jitted once per shape, on one device (the arguments are fetched to the host first).
+sequential_reference = jax.jit(
+    functools.partial(pipeline.sequential_reference, residual_mlp_block, mse)
+)
+
+
+def assert_trees_close(actual, expected, rtol=1e-5, atol=1e-6):
+    jax.tree.map(
+        lambda a, e: np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol, atol),
+        actual,
+        expected,
+    )
+
+
+# ----------------------------------------------------------------------------- schedule tables
+
+PM_PAIRS = [(1, 3), (2, 1), (2, 5), (4, 2), (4, 4), (4, 8), (4, 32), (8, 4), (8, 64)]
+
+
+@pytest.mark.parametrize("num_stages,num_microbatches", PM_PAIRS)
+def test_gpipe_bubble_is_the_formula(num_stages, num_microbatches):
+    table = ps.schedule_table("gpipe", num_stages, num_microbatches)
+    assert ps.bubble_fraction(table) == pytest.approx(
+        ps.gpipe_bubble_formula(num_stages, num_microbatches)
+    )
+    # GPipe keeps every micro-batch's activations until the backward starts.
+    np.testing.assert_array_equal(ps.max_live_microbatches(table), num_microbatches)
+
+
+@pytest.mark.parametrize("num_stages,num_microbatches", PM_PAIRS)
+def test_1f1b_bubble_and_live_microbatches(num_stages, num_microbatches):
+    table = ps.schedule_table("1f1b", num_stages, num_microbatches)
+    assert ps.bubble_fraction(table) == pytest.approx(
+        ps.lockstep_1f1b_bubble_formula(num_stages, num_microbatches)
+    )
+    live = ps.max_live_microbatches(table)
+    expected = np.minimum(2 * (num_stages - 1 - np.arange(num_stages)) + 1, num_microbatches)
+    np.testing.assert_array_equal(live, expected)
+    assert live.max() <= ps.stash_size_1f1b(num_stages)
+
+
+@pytest.mark.parametrize("schedule", ps.SCHEDULES)
+@pytest.mark.parametrize("num_stages,num_microbatches", [(3, 2), (4, 7)])
+def test_tables_respect_dependencies(schedule, num_stages, num_microbatches):
+    """Each stage runs each micro-batch forward and backward once, F after the previous stage's
+    F, B after the next stage's B (same tick allowed on the last stage: F then B), B after F."""
+    table = ps.schedule_table(schedule, num_stages, num_microbatches)
+
+    def tick_of(ops, stage, microbatch):
+        ticks = np.flatnonzero(ops[:, stage] == microbatch)
+        assert len(ticks) == 1, (stage, microbatch, ticks)
+        return ticks[0]
+
+    for i in range(num_microbatches):
+        for s in range(num_stages):
+            fwd, bwd = tick_of(table.forward, s, i), tick_of(table.backward, s, i)
+            assert bwd >= fwd
+            if s > 0:
+                assert fwd > tick_of(table.forward, s - 1, i)
+            if s < num_stages - 1:
+                assert bwd > tick_of(table.backward, s + 1, i)
+
+
+def test_unknown_schedule_names_the_choices():
+    with pytest.raises(ValueError, match="gpipe.*1f1b"):
+        ps.schedule_table("interleaved", 2, 2)
+
+
+# ----------------------------------------------------------------------------- numerics
+
+CASES = [  # (num_stages, num_microbatches, mesh axes): m < p, m = p, m >> p
+    (4, 2, {"data": 2, "stage": 4}),
+    (4, 4, {"data": 2, "stage": 4}),
+    (4, 8, {"data": 2, "stage": 4}),
+    (2, 3, {"data": 4, "stage": 2}),
+    (8, 4, {"stage": 8}),
+]
+
+
+@pytest.mark.parametrize("schedule", ps.SCHEDULES)
+@pytest.mark.parametrize("num_stages,num_microbatches,axes", CASES)
+def test_value_and_grad_matches_sequential(schedule, num_stages, num_microbatches, axes):
+    mesh = make_mesh(axes)
+    key_params, key_batch = jax.random.split(jax.random.key(num_stages * 100 + num_microbatches))
+    params = jax.device_put(stacked_params(key_params, num_stages), named(mesh, "stage"))
+    inputs, targets = batch(key_batch, 4 * num_microbatches)
+    batch_axis = "data" if "data" in axes else None
+    inputs, targets = jax.device_put((inputs, targets), named(mesh, batch_axis))
+    step = jax.jit(
+        functools.partial(
+            pipeline.value_and_grad, residual_mlp_block, mse, mesh=mesh,
+            num_microbatches=num_microbatches, schedule=schedule,
+        )
+    )
+    loss, grads = step(params, inputs, targets)
+    ref_loss, ref_grads = sequential_reference(*jax.device_get((params, inputs, targets)))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    assert_trees_close(grads, ref_grads)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params), strict=True):
+        assert g.sharding.is_equivalent_to(p.sharding, g.ndim), (g.sharding, p.sharding)
+
+
+@pytest.fixture(scope="module")
+def stage4_setup():
+    mesh = make_mesh({"data": 2, "stage": 4})
+    params = jax.device_put(stacked_params(jax.random.key(7), 4), named(mesh, "stage"))
+    inputs, targets = batch(jax.random.key(8), 12)
+    return mesh, params, inputs, targets
+
+
+def test_apply_and_its_grads_match_sequential(stage4_setup):
+    """The GPipe forward is an ordinary differentiable function: outputs and vjp w.r.t. both
+    parameters and inputs equal the sequential stack's."""
+    mesh, params, inputs, _ = stage4_setup
+    pipelined = functools.partial(
+        pipeline.apply, residual_mlp_block, mesh=mesh, num_microbatches=3
+    )
+    sequential = functools.partial(pipeline.sequential_apply, residual_mlp_block)
+    cotangent = jax.random.normal(jax.random.key(9), inputs.shape)
+    outputs, pullback = jax.vjp(pipelined, params, inputs)
+    ref_outputs, ref_pullback = jax.vjp(sequential, params, inputs)
+    np.testing.assert_allclose(outputs, ref_outputs, rtol=1e-6, atol=1e-6)
+    assert_trees_close(pullback(cotangent), ref_pullback(cotangent))
+
+
+@pytest.mark.parametrize("schedule,policy", [("gpipe", "dots"), ("1f1b", "full")])
+def test_remat_inside_stages_keeps_gradients(stage4_setup, schedule, policy):
+    mesh, params, inputs, targets = stage4_setup
+    loss, grads = jax.jit(
+        functools.partial(
+            pipeline.value_and_grad, residual_mlp_block, mse, mesh=mesh, num_microbatches=6,
+            schedule=schedule, remat_policy=policy,
+        )
+    )(params, inputs, targets)
+    ref_loss, ref_grads = sequential_reference(*jax.device_get((params, inputs, targets)))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    assert_trees_close(grads, ref_grads)
+
+
+def test_1f1b_memory_is_flat_in_microbatches_gpipe_grows():
+    """Compiled temp memory beyond one copy of the batch: 1F1B's stays flat as m grows with the
+    micro-batch size fixed; GPipe's grows with m (it keeps every micro-batch's activations)."""
+    mesh = make_mesh({"stage": 4}, devices=jax.devices()[:4])
+    params = jax.device_put(stacked_params(jax.random.key(0), 4, width=32, hidden=128),
+                            named(mesh, "stage"))
+    extra = {}
+    for schedule in ps.SCHEDULES:
+        for m in (4, 16):
+            x = jax.ShapeDtypeStruct((8 * m, 32), jnp.float32)
+            step = jax.jit(functools.partial(
+                pipeline.value_and_grad, residual_mlp_block, mse, mesh=mesh,
+                num_microbatches=m, schedule=schedule))
+            temp = step.lower(params, x, x).compile().memory_analysis().temp_size_in_bytes
+            extra[schedule, m] = temp - 2 * x.size * 4  # minus the micro-batched inputs+targets
+    assert extra["1f1b", 16] <= 1.1 * extra["1f1b", 4]
+    assert extra["gpipe", 16] >= 2.0 * extra["gpipe", 4]
+    assert extra["gpipe", 16] > extra["1f1b", 16]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def stage2_mesh():
+    return make_mesh({"data": 4, "stage": 2})
+
+
+def call(mesh, params, inputs, **kwargs):
+    targets = jnp.zeros_like(inputs)
+    kwargs = {"num_microbatches": 2, **kwargs}
+    return pipeline.value_and_grad(
+        residual_mlp_block, mse, params, inputs, targets, mesh=mesh, **kwargs
+    )
+
+
+def test_batch_not_divisible_by_microbatches(stage2_mesh):
+    with pytest.raises(ValueError, match="batch size 10 .* num_microbatches=4"):
+        call(stage2_mesh, stacked_params(jax.random.key(0), 2), jnp.zeros((10, WIDTH)),
+             num_microbatches=4)
+
+
+def test_stage_count_must_match_mesh_axis(stage2_mesh):
+    with pytest.raises(ValueError, match="3 stages .* 'stage' has size 2"):
+        call(stage2_mesh, stacked_params(jax.random.key(0), 3), jnp.zeros((8, WIDTH)))
+
+
+def test_leaves_without_leading_stage_axis(stage2_mesh):
+    params = stacked_params(jax.random.key(0), 2)
+    params["b"] = params["b"][0]  # shape (16,): a per-stage leaf that was never stacked
+    with pytest.raises(ValueError, match=r"disagree.*\['b'\]\": 16"):
+        call(stage2_mesh, params, jnp.zeros((8, WIDTH)))
+    params["b"] = jnp.float32(0.0)
+    with pytest.raises(ValueError, match=r"\['b'\] is a scalar"):
+        call(stage2_mesh, params, jnp.zeros((8, WIDTH)))
+
+
+def test_bad_schedule_axis_and_microbatches(stage2_mesh):
+    params = stacked_params(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="valid schedules"):
+        call(stage2_mesh, params, jnp.zeros((8, WIDTH)), schedule="zero_bubble")
+    with pytest.raises(ValueError, match="no axis 'pipe'"):
+        call(stage2_mesh, params, jnp.zeros((8, WIDTH)), stage_axis="pipe")
+    with pytest.raises(ValueError, match="positive int"):
+        call(stage2_mesh, params, jnp.zeros((8, WIDTH)), num_microbatches=0)
+
+
+# ----------------------------------------------------------------------------- 3-D training
+
+HEADS, HEAD_DIM, SEQ = 2, 4, 6
+MODEL_WIDTH = HEADS * HEAD_DIM
+
+
+def layer_norm(x):
+    mean = jnp.mean(x, -1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(jnp.var(x, -1, keepdims=True) + 1e-5)
+
+
+def transformer_block(params, x_BLD):
+    """Pre-LN causal self-attention + MLP block (Megatron layout: heads / hidden on `model`)."""
+    h = layer_norm(x_BLD)
+    q, k, v = (jnp.einsum("bld,dhk->blhk", h, params[name]) for name in ("wq", "wk", "wv"))
+    scores = jnp.einsum("blhk,bmhk->bhlm", q, k) / np.sqrt(HEAD_DIM)
+    causal = jnp.tril(jnp.ones((x_BLD.shape[1],) * 2, bool))
+    weights = jax.nn.softmax(jnp.where(causal, scores, -1e9), axis=-1)
+    attended = jnp.einsum("bhlm,bmhk->blhk", weights, v)
+    x_BLD = x_BLD + jnp.einsum("blhk,hkd->bld", attended, params["wo"])
+    hidden = jax.nn.gelu(layer_norm(x_BLD) @ params["w1"])
+    return x_BLD + hidden @ params["w2"]
+
+
+def transformer_stack(key, num_stages, hidden=16):
+    keys = jax.random.split(key, 6)
+    shapes = {
+        "wq": (MODEL_WIDTH, HEADS, HEAD_DIM), "wk": (MODEL_WIDTH, HEADS, HEAD_DIM),
+        "wv": (MODEL_WIDTH, HEADS, HEAD_DIM), "wo": (HEADS, HEAD_DIM, MODEL_WIDTH),
+        "w1": (MODEL_WIDTH, hidden), "w2": (hidden, MODEL_WIDTH),
+    }
+    return {
+        name: jax.random.normal(k, (num_stages, *shape)) / np.sqrt(np.prod(shape[:-1]))
+        for k, (name, shape) in zip(keys, sorted(shapes.items()), strict=True)
+    }
+
+
+TRANSFORMER_SPECS = {  # leading axis: stage; heads and MLP hidden units: model
+    "wq": ("stage", None, "model"), "wk": ("stage", None, "model"),
+    "wv": ("stage", None, "model"), "wo": ("stage", "model"),
+    "w1": ("stage", None, "model"), "w2": ("stage", "model"),
+}
+
+
+def make_optimizer(name):
+    if name == "adam":
+        return optax.adam(1e-2)
+    lopt = lo.MLPLOpt()
+    return lopt.optimizer(lopt.init(jax.random.key(3)), num_steps=10)
+
+
+def train(tx, params, batches, grad_fn):
+    @jax.jit
+    def step(params, opt_state, inputs, targets):
+        loss, grads = grad_fn(params, inputs, targets)
+        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state, losses = tx.init(params), []
+    for inputs, targets in batches:
+        params, opt_state, loss = step(params, opt_state, inputs, targets)
+        losses.append(float(loss))
+    return params, losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule,optimizer", [("gpipe", "adam"), ("1f1b", "mlp_lopt")])
+def test_3d_mesh_training_matches_single_device(schedule, optimizer):
+    """data=2 x model=2 x stage=2 on 8 devices trains a transformer-block stack for 3 steps
+    with the same losses and parameters as the sequential single-device reference."""
+    mesh = make_mesh({"data": 2, "model": 2, "stage": 2})
+    params = transformer_stack(jax.random.key(0), 2)
+    batches = []
+    for key in jax.random.split(jax.random.key(1), 3):
+        inputs = jax.random.normal(key, (8, SEQ, MODEL_WIDTH))
+        batches.append((inputs, jnp.roll(inputs, 1, axis=1)))  # predict the previous token
+    tx = make_optimizer(optimizer)
+
+    ref_params, ref_losses = train(
+        tx, params, batches,
+        functools.partial(pipeline.sequential_reference, transformer_block, mse),
+    )
+    sharded_params = {k: jax.device_put(v, named(mesh, *TRANSFORMER_SPECS[k]))
+                      for k, v in params.items()}
+    sharded_batches = jax.device_put(batches, named(mesh, "data"))
+    pipe_params, pipe_losses = train(
+        tx, sharded_params, sharded_batches,
+        functools.partial(pipeline.value_and_grad, transformer_block, mse, mesh=mesh,
+                          num_microbatches=4, schedule=schedule),
+    )
+    np.testing.assert_allclose(pipe_losses, ref_losses, rtol=1e-5)
+    assert pipe_losses[-1] < pipe_losses[0]
+    assert_trees_close(pipe_params, ref_params, rtol=1e-4, atol=1e-5)
+    for name, leaf in pipe_params.items():
+        assert leaf.sharding.is_equivalent_to(sharded_params[name].sharding, leaf.ndim), name
