@@ -26,12 +26,16 @@ Policies (recompute cost grows down the list, memory shrinks):
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterator
+import io
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.extend.core as jex
+import numpy as np
 
 NONE, FULL, DOTS, DOTS_NO_BATCH, NAMES, OFFLOAD = (
     "none",
@@ -188,3 +192,259 @@ def tagged_names(fn: Callable[..., Any], *args, static_argnums=(), **kwargs) -> 
         for eqn in jaxpr.eqns
         if eqn.primitive.name == "name"
     }
+
+
+# --------------------------------------------------------------------------- memory analysis
+
+
+class Residual(NamedTuple):
+    """One value the backward pass keeps from the forward pass."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    source: str  # e.g. "output of tanh from model.py:12 (block)" or "from the argument x"
+
+    @property
+    def is_argument(self) -> bool:
+        """Arguments are alive anyway: keeping them costs no extra memory."""
+        return "from the argument" in self.source
+
+
+class MemoryStats(NamedTuple):
+    """Compiled memory of a program, plus (for a gradient) what its forward pass saves."""
+
+    temp_bytes: int
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    host_temp_bytes: int
+    residuals: tuple[Residual, ...] = ()
+
+    @property
+    def footprint_bytes(self) -> int:
+        """Device bytes live while the program runs: arguments + outputs + temporaries."""
+        return self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes
+
+    @property
+    def residual_bytes(self) -> int:
+        """Bytes of saved residuals that are not arguments (what remat policies shrink)."""
+        return sum(r.nbytes for r in self.residuals if not r.is_argument)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able figures (residuals as a count and a byte total)."""
+        return {
+            "temp_bytes": self.temp_bytes,
+            "argument_bytes": self.argument_bytes,
+            "output_bytes": self.output_bytes,
+            "alias_bytes": self.alias_bytes,
+            "host_temp_bytes": self.host_temp_bytes,
+            "footprint_bytes": self.footprint_bytes,
+            "num_residuals": len(self.residuals),
+            "residual_bytes": self.residual_bytes,
+        }
+
+
+def compiled_memory(fn: Callable[..., Any], *args, **kwargs) -> MemoryStats:
+    """Memory analysis of `jax.jit(fn)` compiled for `args` (arrays or `jax.ShapeDtypeStruct`s);
+    nothing runs. Residuals are left empty: see `memory_stats` for a gradient's residuals."""
+    analysis = jax.jit(fn).lower(*args, **kwargs).compile().memory_analysis()
+    if analysis is None:
+        raise RuntimeError(f"backend {jax.default_backend()!r} reports no compiled memory analysis")
+    return MemoryStats(
+        temp_bytes=int(analysis.temp_size_in_bytes),
+        argument_bytes=int(analysis.argument_size_in_bytes),
+        output_bytes=int(analysis.output_size_in_bytes),
+        alias_bytes=int(analysis.alias_size_in_bytes),
+        host_temp_bytes=int(getattr(analysis, "host_temp_size_in_bytes", 0)),
+    )
+
+
+def saved_residuals(fn: Callable[..., Any], *args) -> tuple[Residual, ...]:
+    """The values `jax.vjp(fn, *args)` keeps for the backward pass, with where each comes from.
+
+    Shapes come from the vjp closure's leaves; sources from `jax.ad_checkpoint.
+    print_saved_residuals` (the public form of the same analysis, which lists them in the same
+    order). Traced abstractly: nothing runs.
+    """
+    shapes = jax.tree.leaves(jax.eval_shape(lambda *a: jax.vjp(fn, *a)[1], *args))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        jax.ad_checkpoint.print_saved_residuals(fn, *args)
+    lines = printed.getvalue().splitlines()
+    sources = [line.partition(" ")[2] for line in lines]
+    if len(sources) != len(shapes):  # should not happen; keep the sizes, drop the labels
+        sources = ["unknown"] * len(shapes)
+    return tuple(
+        Residual(
+            shape=tuple(s.shape),
+            dtype=str(s.dtype),
+            nbytes=int(np.prod(s.shape, dtype=np.int64)) * np.dtype(s.dtype).itemsize,
+            source=src,
+        )
+        for s, src in zip(shapes, sources, strict=True)
+    )
+
+
+def memory_stats(
+    fn: Callable[..., Any], *args, argnums: int | Sequence[int] = 0, has_aux: bool = False
+) -> MemoryStats:
+    """Memory of one gradient step of the scalar function `fn`, without running it.
+
+    Compiles `jax.value_and_grad(fn, argnums, has_aux)` for `args` and reports its temporary,
+    argument and output bytes, plus the residuals `fn`'s forward pass saves for the backward.
+
+    Args:
+      fn: scalar loss, e.g. `loss(params, batch)` whose blocks call `checkpoint(..., policy)`.
+      *args: arrays or `jax.ShapeDtypeStruct`s.
+      argnums, has_aux: as in `jax.value_and_grad`.
+
+    Example:
+      stats = memory_stats(loss, params, batch)
+      print(stats.temp_bytes, stats.residual_bytes, [r.source for r in stats.residuals])
+    """
+    step = jax.value_and_grad(fn, argnums=argnums, has_aux=has_aux)
+    compiled = compiled_memory(step, *args)
+    forward = (lambda *a: fn(*a)[0]) if has_aux else fn
+    return compiled._replace(residuals=saved_residuals(forward, *args))
+
+
+# --------------------------------------------------------------------------- choosing a policy
+
+DEFAULT_CANDIDATES = (NONE, DOTS, DOTS_NO_BATCH, FULL)
+# Recompute cost, lowest first; within one rank the caller's order is kept.
+_RECOMPUTE_RANK = {NONE: 0, DOTS: 1, DOTS_NO_BATCH: 2, NAMES: 3, OFFLOAD: 3, FULL: 4}
+
+
+class PolicyChoice(NamedTuple):
+    """The chosen policy, its memory, and the footprint of every policy measured on the way."""
+
+    policy: str
+    stats: MemoryStats
+    footprints: dict[str, int]
+
+
+def choose_policy(
+    make_loss: Callable[[str], Callable[..., Any]],
+    *args,
+    budget_bytes: int,
+    candidates: Sequence[str] = DEFAULT_CANDIDATES,
+    argnums: int | Sequence[int] = 0,
+) -> PolicyChoice:
+    """The cheapest-to-recompute policy whose gradient step fits in `budget_bytes`.
+
+    Candidates are tried in order of recompute cost (none < dots < dots_no_batch < names /
+    offload < full), each compiled (never run); the first whose footprint (arguments + outputs
+    + temporaries of the compiled `value_and_grad`) fits is returned.
+
+    Args:
+      make_loss: policy string -> scalar loss function; the loss applies the policy to its
+        blocks, e.g. `lambda p: functools.partial(model_loss, remat_policy=p)`.
+      *args: arguments of the loss (arrays or `jax.ShapeDtypeStruct`s).
+      budget_bytes: device bytes available for one gradient step.
+      candidates: policies to consider (any order; sorted by recompute cost).
+      argnums: which arguments the gradient is taken with respect to.
+
+    Raises:
+      ValueError: no candidate fits; the message names the smallest footprint possible.
+    """
+    if budget_bytes <= 0:
+        raise ValueError(f"budget_bytes must be positive, got {budget_bytes}")
+    if not candidates:
+        raise ValueError(f"candidates is empty; choose among {VALID_POLICIES}")
+    specs = sorted((parse_policy(c) for c in candidates), key=lambda s: _RECOMPUTE_RANK[s.kind])
+    footprints: dict[str, int] = {}
+    for spec in specs:
+        stats = memory_stats(make_loss(str(spec)), *args, argnums=argnums)
+        footprints[str(spec)] = stats.footprint_bytes
+        if stats.footprint_bytes <= budget_bytes:
+            return PolicyChoice(str(spec), stats, footprints)
+    smallest = min(footprints, key=footprints.get)
+    raise ValueError(
+        f"no remat policy fits budget_bytes={budget_bytes}: the smallest footprint is "
+        f"{footprints[smallest]} bytes with policy {smallest!r} (all: {footprints}); "
+        "reduce the batch size or model, or shard it"
+    )
+
+
+# --------------------------------------------------------------------------- scans over layers
+
+
+def scan_layers(
+    layer_fn: Callable[[Any, Any], Any],
+    carry: Any,
+    stacked_params: Any,
+    *,
+    policy: str | PolicySpec = NONE,
+) -> Any:
+    """`carry = layer_fn(carry, params[i])` for each layer i of `stacked_params` (leading axis =
+    depth), each layer checkpointed with `policy`. With "full" the backward keeps one carry per
+    layer: memory still grows linearly with depth (see `sqrt_scan` for sub-linear growth)."""
+    layer = checkpoint(layer_fn, policy, prevent_cse=False)
+    carry, _ = jax.lax.scan(lambda c, p: (layer(c, p), None), carry, stacked_params)
+    return carry
+
+
+def _depth(stacked_params: Any) -> int:
+    leaves = jax.tree.leaves(stacked_params)
+    if not leaves:
+        raise ValueError("stacked_params has no arrays; it must hold one slice per layer")
+    depths = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if len(depths) != 1 or None in depths:
+        raise ValueError(
+            f"every leaf of stacked_params needs the same leading (depth) axis; got {depths}"
+        )
+    return depths.pop()
+
+
+def sqrt_scan(
+    layer_fn: Callable[[Any, Any], Any],
+    carry: Any,
+    stacked_params: Any,
+    *,
+    segment_length: int | None = None,
+    inner_policy: str | PolicySpec = NONE,
+) -> Any:
+    """A scan over layers checkpointed in segments, so memory grows like sqrt(depth).
+
+    The depth-L scan becomes an outer scan over L / k segments whose body (an inner scan over k
+    layers, no remat inside) is checkpointed: the forward keeps only the L / k segment inputs,
+    and the backward recomputes one segment at a time, keeping its k layers' residuals. With
+    k ~ sqrt(L) both terms are O(sqrt(L)), for about one extra forward pass (Chen et al. 2016).
+    A remainder of L mod k layers runs as one more checkpointed segment. When one layer's
+    residuals are much bigger than its carry, `inner_policy="full"` also checkpoints each layer
+    inside a segment: the backward then keeps ~2 sqrt(L) carries plus one layer's residuals, for
+    a second extra forward pass.
+
+    Args:
+      layer_fn: `(carry, layer_params) -> carry`.
+      carry: the input of the first layer (any pytree).
+      stacked_params: pytree whose leaves have a leading depth axis L.
+      segment_length: layers per segment (default round(sqrt(L))).
+      inner_policy: remat policy of each layer inside a segment (default "none").
+
+    Returns:
+      The carry after all L layers (same value as a plain scan).
+
+    Example:
+      y = sqrt_scan(lambda x, w: jnp.tanh(x @ w), x, w_LDD)   # w_LDD: (depth, D, D)
+    """
+    depth = _depth(stacked_params)
+    if segment_length is None:
+        segment_length = max(1, round(math.sqrt(depth)))
+    if not 1 <= segment_length <= depth:
+        raise ValueError(f"segment_length must be in [1, depth={depth}], got {segment_length}")
+    num_segments, remainder = divmod(depth, segment_length)
+
+    def segment(c, segment_params):
+        return scan_layers(layer_fn, c, segment_params, policy=inner_policy)
+
+    remat_segment = checkpoint(segment, FULL, prevent_cse=False)
+    main = num_segments * segment_length
+    segmented = jax.tree.map(
+        lambda x: x[:main].reshape(num_segments, segment_length, *x.shape[1:]), stacked_params
+    )
+    carry, _ = jax.lax.scan(lambda c, p: (remat_segment(c, p), None), carry, segmented)
+    if remainder:
+        carry = remat_segment(carry, jax.tree.map(lambda x: x[main:], stacked_params))
+    return carry

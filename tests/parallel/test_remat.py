@@ -148,3 +148,176 @@ def test_offload_needs_pinned_host_memory():
     # The CPU backend here has pinned host memory, so offload policies run (and the gradient
     # test above checks they are exact).
     remat.require_host_offload(jax.devices()[0])
+
+
+# ----------------------------------------------------------------- a small attention block
+
+
+def attention_block(layer_params, x_BTD):
+    """Causal single-head attention + MLP, tagged with the Transformer's checkpoint names."""
+    w_qkv, w_o, w_in, w_out = layer_params
+    seq = x_BTD.shape[1]
+    q, k, v = jnp.split(checkpoint_name(x_BTD @ w_qkv, "attn_qkv"), 3, axis=-1)
+    scores_BTT = jnp.einsum("btd,bsd->bts", q, k) / np.sqrt(q.shape[-1])
+    scores_BTT = jnp.where(jnp.tril(jnp.ones((seq, seq), bool)), scores_BTT, -1e9)
+    attended = jnp.einsum("bts,bsd->btd", jax.nn.softmax(scores_BTT, axis=-1), v)
+    x_BTD = x_BTD + checkpoint_name(attended @ w_o, "attn_out")
+    h = checkpoint_name(jax.nn.gelu(x_BTD @ w_in), "mlp_hidden")
+    return checkpoint_name(x_BTD + checkpoint_name(h @ w_out, "mlp_out"), "block_out")
+
+
+def attention_loss(policy):
+    block = remat.checkpoint(attention_block, policy, prevent_cse=False)
+
+    def loss(params, x_BTD):
+        y, _ = jax.lax.scan(lambda x, p: (block(p, x), None), x_BTD, params)
+        return jnp.mean(y**2)
+
+    return loss
+
+
+@pytest.fixture(scope="module")
+def attention_problem():
+    depth, width, seq = 3, 8, 6
+    keys = jax.random.split(jax.random.key(3), 5)
+    shapes = [(width, 3 * width), (width, width), (width, 4 * width), (4 * width, width)]
+    params = tuple(
+        jax.random.normal(k, (depth, *s)) / np.sqrt(s[0])
+        for k, s in zip(keys[:4], shapes, strict=True)
+    )
+    x = jax.random.normal(keys[4], (2, seq, width))
+    return params, x, jax.jit(jax.grad(attention_loss("none")))(params, x)
+
+
+ATTENTION_POLICIES = [
+    "full",
+    "dots",
+    "dots_no_batch",
+    "names:attn_qkv,attn_out,mlp_hidden,mlp_out,block_out",
+    "offload:attn_qkv,mlp_hidden",
+]
+
+
+@pytest.mark.parametrize("policy", ATTENTION_POLICIES)
+def test_attention_gradients_equal_no_remat(attention_problem, policy):
+    params, x, ref_grads = attention_problem
+    grads = jax.jit(jax.grad(attention_loss(policy)))(params, x)
+    for g, g_ref in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------- memory and choose_policy
+
+DEEP = 16
+
+
+@pytest.fixture(scope="module")
+def deep_mlp_args():
+    """Shapes only: memory figures come from compilation, nothing runs."""
+    params = jax.eval_shape(lambda: init_mlp(jax.random.key(0), DEEP, WIDTH))
+    return params, jax.ShapeDtypeStruct((64, WIDTH), jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def deep_mlp_stats(deep_mlp_args):
+    return {p: remat.memory_stats(mlp_loss(p), *deep_mlp_args) for p in remat.DEFAULT_CANDIDATES}
+
+
+def test_temp_memory_ordered_none_dots_full(deep_mlp_stats):
+    temp = {p: s.temp_bytes for p, s in deep_mlp_stats.items()}
+    assert temp["none"] >= temp["dots"] >= temp["full"], temp
+    assert temp["none"] >= 2 * temp["full"], temp  # per-block full remat keeps only carries
+    residual = {p: s.residual_bytes for p, s in deep_mlp_stats.items()}
+    assert residual["none"] > residual["dots"] > residual["full"], residual
+
+
+def test_memory_stats_lists_residuals_with_sources(deep_mlp_stats):
+    none, full = deep_mlp_stats["none"], deep_mlp_stats["full"]
+    # The gradient step's parameters and outputs do not depend on the policy.
+    assert none.argument_bytes == full.argument_bytes and none.output_bytes == full.output_bytes
+    params_bytes = 2 * DEEP * WIDTH * 4 * WIDTH * 4
+    assert {r.nbytes for r in full.residuals if r.is_argument} == {params_bytes // 2}
+    # Without remat the scan keeps per-layer hidden activations (width 4 * WIDTH: the tanh output,
+    # its input and the centred input's product); with full remat only the carries, one
+    # (64, WIDTH) input per layer, stay.
+    hidden = [r for r in none.residuals if r.shape == (DEEP, 64, 4 * WIDTH)]
+    assert len(hidden) >= 2 and all("scan" in r.source for r in hidden), none.residuals
+    assert not any(r.shape[-1] == 4 * WIDTH for r in full.residuals if not r.is_argument)
+    assert any(r.shape == (DEEP, 64, WIDTH) for r in full.residuals)
+    assert none.residual_bytes > 4 * full.residual_bytes
+    assert remat.MemoryStats(**{**none._asdict()}).to_dict()["temp_bytes"] == none.temp_bytes
+
+
+def test_choose_policy_respects_budgets_between_footprints(deep_mlp_args, deep_mlp_stats):
+    footprint = {p: s.footprint_bytes for p, s in deep_mlp_stats.items()}
+    assert footprint["none"] > footprint["full"], footprint
+    order = list(remat.DEFAULT_CANDIDATES)  # cheapest recompute first
+    # Budgets: roomy, between none and dots, between the dots policies and full.
+    below_none = (footprint["none"] + footprint["dots"]) // 2
+    above_full = (footprint["dots_no_batch"] + footprint["full"]) // 2
+    for budget in [footprint["none"], below_none, above_full]:
+        expected = next(p for p in order if footprint[p] <= budget)
+        # Candidates given out of order are sorted by recompute cost.
+        choice = remat.choose_policy(
+            mlp_loss, *deep_mlp_args, budget_bytes=budget, candidates=order[::-1]
+        )
+        assert choice.policy == expected, (budget, footprint, choice.footprints)
+        assert choice.stats.footprint_bytes <= budget
+    with pytest.raises(ValueError, match=f"smallest footprint is {footprint['full']} bytes"):
+        remat.choose_policy(mlp_loss, *deep_mlp_args, budget_bytes=footprint["full"] - 1)
+
+
+def test_choose_policy_bad_input(deep_mlp_args):
+    with pytest.raises(ValueError, match="budget_bytes must be positive"):
+        remat.choose_policy(mlp_loss, *deep_mlp_args, budget_bytes=0)
+    with pytest.raises(ValueError, match="valid policies"):
+        remat.choose_policy(mlp_loss, *deep_mlp_args, budget_bytes=1, candidates=["max"])
+
+
+# ----------------------------------------------------------------- sqrt(n) scan
+
+
+def residual_layer(x, layer_params):
+    return mlp_block(layer_params, x)
+
+
+@pytest.mark.parametrize("depth,segment_length,inner_policy", [(10, 3, "none"), (9, None, "full")])
+def test_sqrt_scan_matches_plain_scan(depth, segment_length, inner_policy):
+    params = init_mlp(jax.random.key(4), depth, 8)
+    x = jax.random.normal(jax.random.key(5), (4, 8))
+
+    def loss(scan_fn, **kw):
+        return lambda p, x: jnp.sum(jnp.sin(scan_fn(residual_layer, x, p, **kw)))
+
+    ref = jax.jit(jax.value_and_grad(loss(remat.scan_layers), argnums=(0, 1)))(params, x)
+    got = jax.jit(
+        jax.value_and_grad(
+            loss(remat.sqrt_scan, segment_length=segment_length, inner_policy=inner_policy),
+            argnums=(0, 1),
+        )
+    )(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, ref)
+
+
+def test_sqrt_scan_memory_grows_sublinearly():
+    """Depth x4 -> no-remat temp memory ~x4, sqrt(n) scan memory clearly less."""
+
+    def temp_bytes(scan_fn, depth):
+        params = jax.eval_shape(lambda: init_mlp(jax.random.key(0), depth, 8))
+        x = jax.ShapeDtypeStruct((128, 8), jnp.float32)
+        loss = lambda p, x: jnp.mean(scan_fn(residual_layer, x, p) ** 2)
+        return remat.compiled_memory(jax.value_and_grad(loss), params, x).temp_bytes
+
+    plain = [temp_bytes(remat.scan_layers, d) for d in (16, 64)]
+    nested = [temp_bytes(remat.sqrt_scan, d) for d in (16, 64)]
+    assert plain[1] / plain[0] > 3.5, plain
+    assert nested[1] / nested[0] < 2.5, nested
+    assert nested[1] < plain[1] / 4, (nested, plain)
+
+
+def test_sqrt_scan_bad_input():
+    params = init_mlp(jax.random.key(0), 4, 8)
+    with pytest.raises(ValueError, match="segment_length must be in"):
+        remat.sqrt_scan(residual_layer, jnp.ones((2, 8)), params, segment_length=5)
+    with pytest.raises(ValueError, match="same leading"):
+        remat.sqrt_scan(residual_layer, jnp.ones((2, 8)), (params[0], params[1][:3]))
