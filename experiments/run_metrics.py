@@ -1,13 +1,7 @@
-"""What a training loop logs besides its loss: norms, step sizes, speed, memory; and when.
+"""What a training loop logs besides its loss: norms, step sizes, speed, memory.
 
-    buffer = run_metrics.MetricsBuffer(tracker, every=10, num_steps=num_steps,
-                                       speed=run_metrics.SpeedMeter(examples_per_step=128))
-    for step in range(num_steps):
-        params, opt_state, metrics = train_step(params, opt_state, batch)  # metrics on device
-        buffer.add(step, metrics)          # no host sync except at log steps
-    buffer.flush()
-
-`train_step` can add `norm_metrics(grads, updates, params)` to its metrics: a pure, jittable
+Used with `experiments.metrics_buffer.MetricsBuffer`, which decides when values leave the
+device. `train_step` can add `norm_metrics(grads, updates, params)` to its metrics: a pure, jittable
 function giving global and per-tensor gradient / update / parameter norms and the
 learning-rate-equivalent step size of any optimizer (|update| / |grad|, and the effective
 learning rate along the gradient, -<update, grad> / |grad|^2; both equal the learning rate
@@ -19,12 +13,11 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 PyTree = Any
 
@@ -185,68 +178,3 @@ def resource_metrics(devices: list | None = None) -> dict[str, float]:
         if values:
             metrics[f"memory/device_{key}_mib"] = sum(values) / 2**20
     return metrics
-
-
-# ----------------------------------------------------------------------------------------------
-# Buffered logging.
-
-
-class MetricsBuffer:
-    """Keeps per-step device metrics and fetches them in one `jax.device_get` at log steps.
-
-    Args:
-      tracker: where rows go (any `Tracker`).
-      every: log interval in steps (see `log_every`).
-      num_steps: total steps, so the last step is logged too.
-      reduce: "last" logs the values of the log step only (nothing is kept in between);
-        "mean" averages every step since the previous log (keeps those device scalars).
-      prefix: prepended to every name ("train/" -> "train/loss").
-      speed: a SpeedMeter whose rates are added at each log.
-      resources: add `resource_metrics()` at each log.
-      progress: a tqdm bar whose postfix shows the fetched values.
-    """
-
-    def __init__(self, tracker, every: int, num_steps: int | None = None, *,
-                 reduce: str = "last", prefix: str = "", speed: SpeedMeter | None = None,
-                 resources: bool = False, progress=None):
-        if reduce not in ("last", "mean"):
-            raise ValueError(f"reduce must be 'last' or 'mean', got {reduce!r}")
-        log_every(0, every)  # validates `every`
-        self.tracker, self.every, self.num_steps = tracker, every, num_steps
-        self.reduce, self.prefix, self.speed = reduce, prefix, speed
-        self.resources, self.progress = resources, progress
-        self._pending: list[tuple[int, Mapping[str, Any]]] = []
-
-    def should_log(self, step: int) -> bool:
-        return log_every(step, self.every, self.num_steps)
-
-    def add(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float] | None:
-        """Record one step's metrics; at a log step, fetch, log and return them on host."""
-        if self.reduce == "last":
-            self._pending = [(step, metrics)]
-        else:
-            self._pending.append((step, metrics))
-        return self.flush() if self.should_log(step) else None
-
-    def flush(self) -> dict[str, float] | None:
-        """Fetch pending values (one device_get), log them at the latest step, return them."""
-        if not self._pending:
-            return None
-        steps, values = zip(*self._pending, strict=True)
-        self._pending = []
-        host_values = jax.device_get(list(values))  # one transfer for the whole interval
-        step = steps[-1]
-        if self.reduce == "mean":
-            reduced = jax.tree.map(lambda *xs: np.mean(np.stack(xs), axis=0), *host_values)
-        else:
-            reduced = host_values[-1]
-        row = {f"{self.prefix}{k}": v for k, v in reduced.items()}
-        if self.speed is not None:
-            row.update(self.speed.measure(step))
-        if self.resources:
-            row.update(resource_metrics())
-        self.tracker.log_metrics(step, row)
-        if self.progress is not None:
-            self.progress.set_postfix({k: f"{float(v):.4g}" for k, v in list(row.items())[:4]},
-                                      refresh=False)
-        return row

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -93,9 +94,9 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
             f"metrics must be a mapping of name -> scalar, got {type(metrics).__name__}"
         )
     if any(hasattr(v, "addressable_shards") for v in _leaves(metrics)):
-        import jax
+        from experiments.metrics_buffer import fetch_to_host
 
-        metrics = jax.device_get(metrics)
+        metrics = fetch_to_host(metrics)
     flat: dict[str, float | int] = {}
     _flatten_into(flat, metrics, prefix)
     return flat
@@ -128,9 +129,11 @@ def to_scalar(name: str, value: Any) -> float | int:
         return value
     if isinstance(value, float):
         return value
+    if isinstance(value, np.floating):  # the common case after a fetch: skip the array path
+        return float(value)
     shape = getattr(value, "shape", None)
     if shape is not None:
-        if int(np.prod(shape)) != 1:
+        if math.prod(shape) != 1:
             raise ValueError(
                 f"metric {name!r} must be a scalar, got an array of shape {tuple(shape)}; "
                 "reduce it (e.g. .mean()) or log its elements under separate names"
@@ -454,8 +457,8 @@ def start_run(
 
 
 # Helpers for training loops live in their own files; re-exported so scripts need one import.
+from experiments.metrics_buffer import MetricsBuffer, fetch_to_host  # noqa: E402
 from experiments.run_metrics import (  # noqa: E402
-    MetricsBuffer,
     SpeedMeter,
     compile_time,
     log_every,
@@ -471,7 +474,7 @@ from experiments.run_records import (  # noqa: E402
 
 __all__ = [
     "BACKENDS", "CompositeTracker", "LocalTracker", "MetricsBuffer", "NullTracker", "SpeedMeter",
-    "Tracker", "check_step", "compile_time", "dataset_identity", "file_sha256",
+    "Tracker", "check_step", "compile_time", "dataset_identity", "fetch_to_host", "file_sha256",
     "flatten_metrics", "flatten_params", "log_every", "log_predictions_table", "norm_metrics",
     "optimizer_identity", "read_metrics", "resource_metrics", "start_run", "to_jsonable",
 ]

@@ -34,6 +34,8 @@ from experiments.tracking import check_step, flatten_metrics, flatten_params
 MLFLOW_MAX_METRICS_PER_BATCH = 1000
 MLFLOW_MAX_PARAMS_PER_BATCH = 100
 MLFLOW_MAX_PARAM_LENGTH = 6000
+# Queued async metric batches waited on together, so a long run keeps few futures around.
+MLFLOW_MAX_PENDING_BATCHES = 100
 
 
 class TensorBoardTracker:
@@ -115,6 +117,8 @@ class MLflowTracker:
       experiment_name: MLflow experiment (created when missing).
       tracking_uri: store URI; default `MLFLOW_TRACKING_URI`, else `sqlite:///<workdir>/mlflow.db`.
       connect_timeout_s: timeout of the reachability probe for http(s) servers.
+      async_logging: queue metric batches to MLflow's background logging thread (a SQLite
+        write costs tens of ms, too much for a training loop); `finish` waits for them.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class MLflowTracker:
         experiment_name: str = "learned-opt",
         tracking_uri: str | None = None,
         connect_timeout_s: float = 3.0,
+        async_logging: bool = True,
     ):
         workdir = Path(workdir).resolve()
         tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -158,6 +163,8 @@ class MLflowTracker:
         )
         self.run_id = run.info.run_id
         self._logged_params: dict[str, str] = {}
+        self.async_logging = async_logging
+        self._pending_operations: list = []
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         new = []
@@ -183,9 +190,19 @@ class MLflowTracker:
         rows = [self._metric_cls(mlflow_key(name), float(value), timestamp_ms, step)
                 for name, value in flatten_metrics(metrics).items()]
         for start in range(0, len(rows), MLFLOW_MAX_METRICS_PER_BATCH):
-            self.client.log_batch(
-                self.run_id, metrics=rows[start:start + MLFLOW_MAX_METRICS_PER_BATCH]
+            operation = self.client.log_batch(
+                self.run_id, metrics=rows[start:start + MLFLOW_MAX_METRICS_PER_BATCH],
+                synchronous=not self.async_logging,
             )
+            if operation is not None:
+                self._pending_operations.append(operation)
+        if len(self._pending_operations) >= MLFLOW_MAX_PENDING_BATCHES:
+            self._wait_pending()  # bounds memory, and surfaces a failing store mid-run
+
+    def _wait_pending(self) -> None:
+        operations, self._pending_operations = self._pending_operations, []
+        for operation in operations:
+            operation.wait()  # raises if a queued batch failed
 
     def log_artifact(self, path: str | os.PathLike) -> None:
         path = Path(path)
@@ -195,4 +212,5 @@ class MLflowTracker:
             self.client.log_artifact(self.run_id, str(path))
 
     def finish(self, status: str = "FINISHED") -> None:
+        self._wait_pending()
         self.client.set_terminated(self.run_id, status)

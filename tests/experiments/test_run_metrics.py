@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import run_metrics, tracking
+from experiments import metrics_buffer, run_metrics, tracking
 
 
 def _params():
@@ -78,25 +78,34 @@ class _ListTracker(tracking.NullTracker):
         self.artifacts.append((path.name, path.read_text()))
 
 
+@pytest.mark.parametrize("lag", [True, False])
 @pytest.mark.parametrize("reduce", ["last", "mean"])
-def test_metrics_buffer_fetches_once_per_log(monkeypatch, reduce):
+def test_metrics_buffer_fetches_once_per_log(monkeypatch, reduce, lag):
     calls = []
     real_device_get = jax.device_get
-    monkeypatch.setattr(run_metrics.jax, "device_get",
+    monkeypatch.setattr(metrics_buffer.jax, "device_get",
                         lambda tree: calls.append(1) or real_device_get(tree))
     sink = _ListTracker()
-    buffer = run_metrics.MetricsBuffer(sink, every=10, num_steps=25, reduce=reduce,
-                                       prefix="train/", speed=run_metrics.SpeedMeter(8))
+    buffer = tracking.MetricsBuffer(sink, every=10, num_steps=25, reduce=reduce, lag=lag,
+                                    prefix="train/", speed=tracking.SpeedMeter(8))
     step_fn = jax.jit(lambda s: {"loss": s * 2.0, "nested": {"x": s + 1.0}})
+    rows_seen_after_add = []
     for step in range(25):
         buffer.add(step, step_fn(jnp.float32(step)))
-    assert buffer.flush() is None  # nothing pending after the last step
+        rows_seen_after_add.append(len(sink.rows))
+    flushed = buffer.flush()
     assert len(calls) == 4 and [s for s, _ in sink.rows] == [0, 10, 20, 24]
+    # Lagged: a log step's row is written at the next log step; the first one at once.
+    expected_seen = [1, 1, 2, 3] if lag else [1, 2, 3, 4]
+    assert [rows_seen_after_add[s] for s in (0, 10, 20, 24)] == expected_seen
+    assert flushed == (sink.rows[-1][1] if lag else None)
     losses = [row["train/loss"] for _, row in sink.rows]
     expected = [0, 20, 40, 48] if reduce == "last" else [0, np.mean(np.arange(1, 11)) * 2,
                                                           np.mean(np.arange(11, 21)) * 2,
                                                           np.mean(np.arange(21, 25)) * 2]
     np.testing.assert_allclose(losses, expected)
+    np.testing.assert_allclose([row["train/nested/x"] for _, row in sink.rows],
+                               np.asarray(expected) / 2 + 1)
     assert "speed/first_step_s" in sink.rows[0][1]
     rate = sink.rows[1][1]["speed/steps_per_s"]
     assert rate > 0 and sink.rows[1][1]["speed/examples_per_s"] == pytest.approx(8 * rate)
@@ -105,9 +114,9 @@ def test_metrics_buffer_fetches_once_per_log(monkeypatch, reduce):
 def test_log_every_and_bad_interval():
     assert [s for s in range(12) if run_metrics.log_every(s, 5, 12)] == [0, 5, 10, 11]
     with pytest.raises(ValueError, match="positive"):
-        run_metrics.MetricsBuffer(tracking.NullTracker(), every=0)
+        tracking.MetricsBuffer(tracking.NullTracker(), every=0)
     with pytest.raises(ValueError, match="'last' or 'mean'"):
-        run_metrics.MetricsBuffer(tracking.NullTracker(), every=1, reduce="median")
+        tracking.MetricsBuffer(tracking.NullTracker(), every=1, reduce="median")
 
 
 def test_compile_time_returns_equivalent_compiled_function():
@@ -166,3 +175,15 @@ def test_optimizer_and_dataset_identity(tmp_path):
         "name": "digits", "sizes": {"train": 1000}, "fingerprint": "abc", "task": "digits_mlp"}
     with pytest.raises(FileNotFoundError, match="missing"):
         tracking.file_sha256(tmp_path / "missing")
+
+
+def test_fetch_to_host_matches_device_get_exactly():
+    tree = {"f32": jnp.float32(1.5), "bf16": jnp.bfloat16(0.3), "i32": jnp.int32(2**30 + 1),
+            "u32": jnp.uint32(2**32 - 1), "flag": jnp.bool_(True), "nan": jnp.float32(jnp.nan),
+            "vector": jnp.arange(3.0), "python": 2.5, "more": [jnp.float32(-4.0)]}
+    fetched = tracking.fetch_to_host(tree)
+    expected = jax.device_get(tree)
+    assert jax.tree.structure(fetched) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(fetched), jax.tree.leaves(expected), strict=True):
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_array_equal(got, want)
