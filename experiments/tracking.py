@@ -31,19 +31,40 @@ is never lost.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
+# Loop helpers live in their own files; re-exported so scripts need one import.
+from experiments.metrics_buffer import MetricsBuffer, fetch_to_host
+from experiments.run_metrics import (
+    SpeedMeter,
+    compile_time,
+    log_every,
+    norm_metrics,
+    resource_metrics,
+)
+from experiments.run_records import (
+    dataset_identity,
+    file_sha256,
+    log_predictions_table,
+    optimizer_identity,
+)
+from experiments.tracking_values import (
+    write_json_atomic,
+    check_step,
+    flatten_metrics,
+    flatten_params,
+    read_metrics,
+    to_jsonable,
+    to_scalar,
+)
 
 BACKENDS: tuple[str, ...] = ("local", "tensorboard", "mlflow")
 
@@ -59,157 +80,6 @@ class Tracker(Protocol):
     def log_artifact(self, path: str | os.PathLike) -> None: ...
 
     def finish(self) -> None: ...
-
-
-# ----------------------------------------------------------------------------------------------
-# Input checking and conversion.
-
-
-def check_step(step: Any) -> int:
-    """`step` as a Python int; ValueError/TypeError for anything else."""
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-        if isinstance(step, np.ndarray) and step.ndim == 0 and step.dtype.kind in "iu":
-            return int(step)
-        if hasattr(step, "shape") and getattr(step, "shape", None) == () and hasattr(step, "dtype"):
-            if np.dtype(step.dtype).kind in "iu":
-                return int(step)
-        raise TypeError(f"step must be an int, got {type(step).__name__} {step!r}")
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
-    return int(step)
-
-
-def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float | int]:
-    """Nested mapping of scalars -> flat {"a/b": python number}, fetching device arrays once.
-
-    Accepts Python numbers, NumPy scalars and 0-d (or size-1) arrays, including jax arrays
-    (fetched in one `jax.device_get` for the whole mapping). NaN and inf are kept.
-
-    Raises:
-      ValueError: a value has more than one element (names the key and the shape).
-      TypeError: a value is not a number (names the key and the type).
-    """
-    if not isinstance(metrics, Mapping):
-        raise TypeError(
-            f"metrics must be a mapping of name -> scalar, got {type(metrics).__name__}"
-        )
-    if any(hasattr(v, "addressable_shards") for v in _leaves(metrics)):
-        from experiments.metrics_buffer import fetch_to_host
-
-        metrics = fetch_to_host(metrics)
-    flat: dict[str, float | int] = {}
-    _flatten_into(flat, metrics, prefix)
-    return flat
-
-
-def _leaves(tree: Any) -> Iterable[Any]:
-    if isinstance(tree, Mapping):
-        for value in tree.values():
-            yield from _leaves(value)
-    else:
-        yield tree
-
-
-def _flatten_into(flat: dict, metrics: Mapping, prefix: str) -> None:
-    for key, value in metrics.items():
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"metric names must be non-empty strings, got {key!r}")
-        name = f"{prefix}/{key}" if prefix else key
-        if isinstance(value, Mapping):
-            _flatten_into(flat, value, name)
-        else:
-            flat[name] = to_scalar(name, value)
-
-
-def to_scalar(name: str, value: Any) -> float | int:
-    """One metric value as a Python int or float; clear errors for arrays and non-numbers."""
-    if isinstance(value, bool | np.bool_):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value
-    if isinstance(value, np.floating):  # the common case after a fetch: skip the array path
-        return float(value)
-    shape = getattr(value, "shape", None)
-    if shape is not None:
-        if math.prod(shape) != 1:
-            raise ValueError(
-                f"metric {name!r} must be a scalar, got an array of shape {tuple(shape)}; "
-                "reduce it (e.g. .mean()) or log its elements under separate names"
-            )
-        array = np.asarray(value).reshape(())
-        if array.dtype.kind == "b":
-            return int(array)
-        if array.dtype.kind in "iu":
-            return int(array)
-        if array.dtype.kind == "f":
-            return float(array)
-        raise TypeError(f"metric {name!r} has dtype {array.dtype}; expected a real number")
-    raise TypeError(
-        f"metric {name!r} must be a number or a 0-d array, got {type(value).__name__} {value!r}"
-    )
-
-
-def to_jsonable(value: Any) -> Any:
-    """Config / params value -> JSON-able (ConfigDict, dataclasses, NumPy, tuples, paths)."""
-    if hasattr(value, "to_dict") and callable(value.to_dict):  # ml_collections ConfigDict
-        return to_jsonable(value.to_dict())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    shape = getattr(value, "shape", None)
-    if shape is not None and int(np.prod(shape)) <= 64:
-        return np.asarray(value).tolist()
-    return repr(value)
-
-
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested params -> flat {"a.b": JSON-able leaf}; lists stay leaves."""
-    flat: dict[str, Any] = {}
-    for key, value in to_jsonable(params).items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict) and value:
-            flat.update(flatten_params(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON via a temp file + rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of `workdir/metrics.jsonl`; a truncated last line (killed mid-write) is skipped."""
-    path = Path(workdir) / "metrics.jsonl"
-    rows = []
-    with path.open() as f:
-        lines = f.read().split("\n")
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if index == len(lines) - 1:  # the only line a kill can cut short
-                break
-            raise
-    return rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,9 +143,9 @@ class LocalTracker:
         self._start_time = time.time()
         self._finished = False
         if config is not None:
-            _write_json_atomic(self.workdir / "config.json", to_jsonable(config))
+            write_json_atomic(self.workdir / "config.json", to_jsonable(config))
         if env is not None:
-            _write_json_atomic(self.workdir / "env.json", to_jsonable(env))
+            write_json_atomic(self.workdir / "env.json", to_jsonable(env))
         if git_diff:
             (self.workdir / "git_diff.patch").write_bytes(git_diff)
         self._write_run_status("running")
@@ -288,11 +158,11 @@ class LocalTracker:
         if status != "running":
             run["end_time_unix"] = time.time()
             run["duration_s"] = run["end_time_unix"] - self._start_time
-        _write_json_atomic(self.workdir / "run.json", run)
+        write_json_atomic(self.workdir / "run.json", run)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._params.update(to_jsonable(params))
-        _write_json_atomic(self.workdir / "params.json", self._params)
+        write_json_atomic(self.workdir / "params.json", self._params)
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         row = {"step": check_step(step), "time": time.time()}
@@ -456,25 +326,10 @@ def start_run(
     return tracker
 
 
-# Helpers for training loops live in their own files; re-exported so scripts need one import.
-from experiments.metrics_buffer import MetricsBuffer, fetch_to_host  # noqa: E402
-from experiments.run_metrics import (  # noqa: E402
-    SpeedMeter,
-    compile_time,
-    log_every,
-    norm_metrics,
-    resource_metrics,
-)
-from experiments.run_records import (  # noqa: E402
-    dataset_identity,
-    file_sha256,
-    log_predictions_table,
-    optimizer_identity,
-)
-
 __all__ = [
     "BACKENDS", "CompositeTracker", "LocalTracker", "MetricsBuffer", "NullTracker", "SpeedMeter",
     "Tracker", "check_step", "compile_time", "dataset_identity", "fetch_to_host", "file_sha256",
     "flatten_metrics", "flatten_params", "log_every", "log_predictions_table", "norm_metrics",
     "optimizer_identity", "read_metrics", "resource_metrics", "start_run", "to_jsonable",
+    "to_scalar",
 ]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from experiments.tracking import check_step, flatten_metrics, flatten_params
+from experiments.tracking_values import check_step, flatten_metrics, flatten_params
 
 # MLflow's limits per log_batch request and per param value (mlflow.utils.validation).
 MLFLOW_MAX_METRICS_PER_BATCH = 1000
