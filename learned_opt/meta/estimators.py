@@ -1,0 +1,179 @@
+"""Meta-gradient estimators behind one interface: TBPTT, antithetic ES and PES.
+
+An estimator turns one task's truncated unroll into that task's contribution to the
+meta-gradient; the population average of the contributions is the estimate:
+
+    estimator = get_estimator("pes", sigma=0.01)
+    est_state = estimator.init(theta, num_tasks)             # per-task state (PES accumulators)
+    grad, est_state, population, metrics = meta_grad(estimator, unroller, theta, est_state,
+                                                     population)
+
+* TBPTT: the exact gradient of the truncated objective, back-propagated through the K inner
+  steps (each rematerialized). Biased across truncations: it ignores how theta shaped the state
+  a segment starts from.
+* ES (antithetic, Salimans et al. 2017): the gradient of the Gaussian-smoothed objective of the
+  segment, `eps * (L(theta+eps) - L(theta-eps)) / (2 sigma^2)`. No backprop, robust to chaotic
+  losses, but truncated: as biased across truncations as TBPTT.
+* PES (Vicol et al. 2021): like ES, but each task keeps the sum `xi` of all perturbations of its
+  trajectory so far and weights the segment's loss difference by `xi + eps`. The particles keep
+  training with their own perturbed theta, so summed over a trajectory the estimate is unbiased
+  for the smoothed objective of the *whole* trajectory.
+
+Per-task randomness comes from the task's own keys (see population.py), so estimates do not
+depend on how the population is laid out over devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from learned_opt.meta import population as pop_lib
+
+PyTree = Any
+
+
+class TaskGrad(NamedTuple):
+    """One task's meta-gradient contribution and its new states."""
+
+    grad: PyTree
+    est_state: PyTree
+    task_state: pop_lib.TaskState
+    metrics: dict
+
+
+def _perturbation(theta: PyTree, key: jax.Array, sigma: float) -> PyTree:
+    leaves, treedef = jax.tree.flatten(theta)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten([sigma * jax.random.normal(k, jnp.shape(x), jnp.float32)
+                              for k, x in zip(keys, leaves, strict=True)])
+
+
+def _task_metrics(objective: jax.Array, was_reset: jax.Array, metrics: dict) -> dict:
+    return {"meta_loss": jnp.mean(objective), "num_resets": was_reset.astype(jnp.int32),
+            **metrics}
+
+
+@dataclasses.dataclass(frozen=True)
+class TBPTT:
+    """Truncated backpropagation through time (one particle per task)."""
+
+    name = "tbptt"
+    num_particles = 1
+
+    def init(self, theta: PyTree, num_tasks: int) -> PyTree:
+        del theta
+        return jnp.zeros((num_tasks,), jnp.float32)  # stateless; one placeholder entry per task
+
+    def task_grad(self, unroller, theta, est_state, task_state) -> TaskGrad:
+        task_state, was_reset = unroller.reset_finished(theta, task_state)
+
+        def objective(th):
+            thetas = jax.tree.map(lambda x: x[None], th)
+            objectives, new_state, metrics = unroller.unroll(thetas, task_state)
+            return objectives[0], (new_state, metrics)
+
+        (value, (new_state, metrics)), grad = jax.value_and_grad(objective, has_aux=True)(theta)
+        return TaskGrad(grad, est_state, new_state, _task_metrics(value, was_reset, metrics))
+
+
+@dataclasses.dataclass(frozen=True)
+class ES:
+    """Antithetic evolution strategies on each truncated segment."""
+
+    sigma: float = 0.01
+    name = "es"
+    num_particles = 2
+
+    def __post_init__(self):
+        if not self.sigma > 0:
+            raise ValueError(f"ES sigma must be positive, got {self.sigma}")
+
+    def init(self, theta: PyTree, num_tasks: int) -> PyTree:
+        del theta
+        return jnp.zeros((num_tasks,), jnp.float32)
+
+    def task_grad(self, unroller, theta, est_state, task_state) -> TaskGrad:
+        task_state, was_reset = unroller.reset_finished(theta, task_state)
+        eps = _perturbation(theta, pop_lib.step_key(task_state.traj_key, task_state.step,
+                                                    pop_lib._PERTURBATION), self.sigma)
+        thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e]), theta, eps)
+        objectives, new_state, metrics = unroller.unroll(thetas, task_state)
+        weight = (objectives[0] - objectives[1]) / (2 * self.sigma**2)
+        grad = jax.tree.map(lambda e: weight * e, eps)
+        return TaskGrad(grad, est_state, new_state, _task_metrics(objectives, was_reset, metrics))
+
+
+@dataclasses.dataclass(frozen=True)
+class PES:
+    """Persistent evolution strategies, antithetic; state: per-task perturbation sums `xi`."""
+
+    sigma: float = 0.01
+    name = "pes"
+    num_particles = 2
+
+    def __post_init__(self):
+        if not self.sigma > 0:
+            raise ValueError(f"PES sigma must be positive, got {self.sigma}")
+
+    def init(self, theta: PyTree, num_tasks: int) -> PyTree:
+        return jax.tree.map(lambda x: jnp.zeros((num_tasks,) + jnp.shape(x), jnp.float32), theta)
+
+    def task_grad(self, unroller, theta, est_state, task_state) -> TaskGrad:
+        task_state, was_reset = unroller.reset_finished(theta, task_state)
+        # A new trajectory starts with no accumulated perturbation.
+        accumulated = jax.tree.map(lambda a: jnp.where(was_reset, 0.0, a), est_state)
+        eps = _perturbation(theta, pop_lib.step_key(task_state.traj_key, task_state.step,
+                                                    pop_lib._PERTURBATION), self.sigma)
+        # The +particle's inner state has seen theta + accumulated; it continues with theta + eps.
+        thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e]), theta, eps)
+        objectives, new_state, metrics = unroller.unroll(thetas, task_state)
+        accumulated = jax.tree.map(jnp.add, accumulated, eps)
+        weight = (objectives[0] - objectives[1]) / (2 * self.sigma**2)
+        grad = jax.tree.map(lambda a: weight * a, accumulated)
+        return TaskGrad(grad, accumulated, new_state,
+                        _task_metrics(objectives, was_reset, metrics))
+
+
+ESTIMATORS = {"tbptt": TBPTT, "es": ES, "pes": PES}
+
+
+def get_estimator(name: str, **kwargs):
+    """Estimator `name` in ("tbptt", "es", "pes"); `sigma=` for ES/PES."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; valid: {sorted(ESTIMATORS)}")
+    if name == "tbptt":
+        kwargs.pop("sigma", None)
+    return ESTIMATORS[name](**kwargs)
+
+
+def population_task_grads(estimator, unroller, theta, est_state, population):
+    """Sum over the tasks given of their meta-gradient contributions (and metric sums)."""
+    def one_task(est_task_state, task_state):
+        return estimator.task_grad(unroller, theta, est_task_state, task_state)
+
+    out = jax.vmap(one_task)(est_state, population)
+    grad_sum = jax.tree.map(lambda g: jnp.sum(g, axis=0), out.grad)
+    metric_sums = {k: jnp.sum(v, axis=0) for k, v in out.metrics.items()}
+    return grad_sum, out.est_state, out.task_state, metric_sums
+
+
+def meta_grad(estimator, unroller, theta, est_state, population):
+    """Population-mean meta-gradient on one device: (grad, est_state, population, metrics).
+
+    Metrics are population means, except the counters `num_resets` and `num_nonfinite`
+    (totals). See `learned_opt.meta.sharding` for the same over a device mesh.
+    """
+    num_tasks = jax.tree.leaves(population.step)[0].shape[0]
+    grad_sum, est_state, population, sums = population_task_grads(
+        estimator, unroller, theta, est_state, population)
+    return (jax.tree.map(lambda g: g / num_tasks, grad_sum), est_state, population,
+            finalize_metrics(sums, num_tasks))
+
+
+def finalize_metrics(sums: dict, num_tasks: int) -> dict:
+    """Population sums -> means (counters stay totals)."""
+    return {k: v if k.startswith("num_") else v / num_tasks for k, v in sums.items()}

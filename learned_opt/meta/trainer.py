@@ -1,0 +1,125 @@
+"""The outer loop: one jitted meta-training step over a (sharded) task population.
+
+    trainer = MetaTrainer(unroller, get_estimator("pes"), num_tasks=8,
+                          outer_tx=default_outer_tx(1e-3))
+    state = trainer.init(jax.random.key(0), lopt.init(jax.random.key(1)))
+    for _ in range(100):
+        state, metrics = trainer.step(state)        # metrics stay on device until you fetch them
+
+A non-finite meta-gradient never reaches theta: the step is skipped (theta and the outer
+optimizer state are kept) and counted in `state.num_skipped`. Inner divergences are counted
+in `state.num_nonfinite_inner` (their tasks are reset at the next step).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from learned_opt.meta import sharding as sharding_lib
+from learned_opt.meta.population import TaskState, TruncatedUnroller
+from parallel import mesh as mesh_lib
+
+PyTree = Any
+
+
+class MetaTrainState(NamedTuple):
+    """Everything a meta-training run needs to continue exactly (see checkpoint.py)."""
+
+    theta: PyTree
+    outer_opt_state: PyTree
+    est_state: PyTree            # per-task estimator state (PES accumulators), task axis first
+    population: TaskState        # task axis first
+    step: jax.Array              # int32 outer steps taken
+    num_skipped: jax.Array       # int32 outer steps skipped for a non-finite meta-gradient
+    num_nonfinite_inner: jax.Array  # int32 inner trajectories that diverged
+    num_resets: jax.Array        # int32 trajectories finished and replaced
+
+
+def default_outer_tx(learning_rate: float, grad_clip: float = 1.0) -> optax.GradientTransformation:
+    """Adam on theta after clipping the meta-gradient's global norm (the default outer tx)."""
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
+
+
+def _all_finite(tree: PyTree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+class MetaTrainer:
+    """Builds the jitted init and step functions for one unroller + estimator + mesh."""
+
+    def __init__(self, unroller: TruncatedUnroller, estimator, *, num_tasks: int,
+                 outer_tx: optax.GradientTransformation | None = None,
+                 mesh: Mesh | None = None):
+        self.unroller = unroller
+        self.estimator = estimator
+        self.num_tasks = int(num_tasks)
+        self.outer_tx = outer_tx if outer_tx is not None else default_outer_tx(1e-3)
+        self.mesh = mesh if mesh is not None else sharding_lib.population_mesh()
+        sharding_lib.check_divisible(self.num_tasks, self.mesh)
+        self._meta_grad = sharding_lib.sharded_meta_grad(estimator, unroller, self.mesh,
+                                                         self.num_tasks)
+        self._shardings = None
+        self._jit_step = None
+
+    # ---- shardings ----------------------------------------------------------------------
+
+    def state_shardings(self, theta: PyTree) -> MetaTrainState:
+        """Sharding of every state leaf: population / estimator state split over tasks."""
+        if self._shardings is None:
+            abstract = jax.eval_shape(functools.partial(self._init, theta=theta),
+                                      jax.random.key(0))
+            rep = mesh_lib.replicated(self.mesh)
+            split = sharding_lib.population_sharding(self.mesh)
+            self._shardings = MetaTrainState(
+                *[jax.tree.map(lambda _, s=(split if name in ("est_state", "population")
+                                              else rep): s, getattr(abstract, name))
+                  for name in MetaTrainState._fields])
+        return self._shardings
+
+    # ---- init / step --------------------------------------------------------------------
+
+    def _init(self, key: jax.Array, theta: PyTree) -> MetaTrainState:
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(self.num_tasks))
+        population = jax.vmap(lambda k: self.unroller.init_task(
+            k, theta, self.estimator.num_particles))(keys)
+        zero = jnp.zeros((), jnp.int32)
+        return MetaTrainState(theta, self.outer_tx.init(theta),
+                              self.estimator.init(theta, self.num_tasks), population,
+                              zero, zero, zero, zero)
+
+    def init(self, key: jax.Array, theta: PyTree) -> MetaTrainState:
+        """The initial state; task `i` of the population is drawn from `fold_in(key, i)`."""
+        shardings = self.state_shardings(theta)
+        theta = jax.device_put(theta, shardings.theta)
+        return jax.jit(self._init, out_shardings=shardings)(key, theta)
+
+    def _step(self, state: MetaTrainState) -> tuple[MetaTrainState, dict]:
+        grad, est_state, population, metrics = self._meta_grad(
+            state.theta, state.est_state, state.population)
+        finite = _all_finite(grad)
+        safe_grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
+        updates, opt_state = self.outer_tx.update(safe_grad, state.outer_opt_state, state.theta)
+        theta = optax.apply_updates(state.theta, updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        skipped = (~finite).astype(jnp.int32)
+        new_state = MetaTrainState(
+            keep(theta, state.theta), keep(opt_state, state.outer_opt_state), est_state,
+            population, state.step + 1, state.num_skipped + skipped,
+            state.num_nonfinite_inner + metrics["num_nonfinite"],
+            state.num_resets + metrics["num_resets"])
+        metrics = dict(metrics, grad_norm=optax.global_norm(safe_grad), skipped=skipped)
+        return new_state, metrics
+
+    def step(self, state: MetaTrainState) -> tuple[MetaTrainState, dict]:
+        """One outer step (jitted on first call; the input state's buffers are donated)."""
+        if self._jit_step is None:
+            shardings = self.state_shardings(state.theta)
+            self._jit_step = jax.jit(self._step, out_shardings=(shardings, None),
+                                     donate_argnums=0)
+        return self._jit_step(state)
