@@ -82,6 +82,12 @@ class MetaTrainer:
                   for name in MetaTrainState._fields])
         return self._shardings
 
+    def abstract_state(self, theta: PyTree) -> MetaTrainState:
+        """Shapes, dtypes and shardings of the state (what a checkpoint restores into)."""
+        abstract = jax.eval_shape(functools.partial(self._init, theta=theta), jax.random.key(0))
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abstract, self.state_shardings(theta))
+
     # ---- init / step --------------------------------------------------------------------
 
     def _init(self, key: jax.Array, theta: PyTree) -> MetaTrainState:

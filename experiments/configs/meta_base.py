@@ -1,0 +1,35 @@
+"""Every key `experiments.meta_train` understands, with defaults. Other meta_*.py configs
+start from this one and override: a key not defined here is a typo and fails at startup.
+
+    python -m experiments.meta_train --config experiments/configs/meta_base.py --workdir DIR \
+        --config.estimator=tbptt --config.outer_steps=100
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = ""                    # pretrained name of the result; "" -> "<lopt>_<family>"
+    c.lopt = "mlp"                 # lo.list_lopts()
+    c.lopt_kwargs = ml_collections.ConfigDict()   # architecture hyperparameters
+    c.family = "digits_mlp"        # models.list_families()
+    c.group_index = -1             # index into family.groups("meta_train"); -1: drawn from seed
+    c.estimator = "pes"            # tbptt | es | pes
+    c.sigma = 0.01                 # ES / PES perturbation scale
+    c.num_tasks = 8                # population size (a multiple of the device count)
+    c.unroll_length = 20           # inner steps per outer step
+    c.truncation = "log_uniform"   # constant (uses max_horizon) | log_uniform
+    c.min_horizon = 100
+    c.max_horizon = 1000
+    c.objective_split = "train"    # train | valid
+    c.normalize = "init_loss"      # init_loss | none
+    c.loss_clip = 3.0              # cap of a normalized per-step loss
+    c.outer_steps = 1000
+    c.outer_lr = 1e-3
+    c.grad_clip = 1.0              # global-norm clip of the meta-gradient
+    c.seed = 0
+    c.checkpoint_every = 100
+    c.log_every = 10
+    c.backends = ("local",)        # experiments.tracking backends
+    return c

@@ -1,0 +1,185 @@
+"""Meta-train a learned optimizer on a task family; resumable; writes a pretrained optimizer.
+
+    python -m experiments.meta_train --config experiments/configs/meta_mlp_digits.py \
+        --workdir workdirs/mlp_digits [--config.outer_steps=500 --config.estimator=tbptt]
+
+The workdir gets config.json, env.json, metrics.jsonl (rows with `step`, `meta_loss`, ...),
+checkpoints/ (every `checkpoint_every` steps and at the end) and, at the end, the final theta
+in pretrained format (`<name>.msgpack` + `<name>.json`), loadable with `lo.load_pretrained`.
+Run the same command again on the same workdir to resume from its latest checkpoint; a
+checkpoint written under an incompatible config refuses to resume and says which keys differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+from tqdm import tqdm
+
+import learned_opt as lo
+import models
+from experiments import tracking
+from experiments.configs import meta_base
+from learned_opt import meta
+from learned_opt.meta.checkpoint import MetaCheckpointer
+from learned_opt.pretrained import save_pretrained
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "meta-training config file")
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (resumes if it has checkpoints)")
+
+# Keys that may change between a run and its resumption; every other key is fingerprinted.
+RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Fail fast (before any compilation) on unknown keys and unknown names."""
+    valid = set(meta_base.get_config().keys())
+    unknown = sorted(set(config.keys()) - valid)
+    missing = sorted(valid - set(config.keys()))
+    if unknown or missing:
+        raise ValueError(f"meta_train config: unknown keys {unknown}, missing keys {missing}; "
+                         f"valid keys: {sorted(valid)}")
+    if config.lopt not in lo.list_lopts():
+        raise ValueError(f"unknown lopt {config.lopt!r}; valid: {lo.list_lopts()}")
+    if config.family not in models.list_families():
+        raise ValueError(f"unknown family {config.family!r}; valid: {models.list_families()}")
+    if config.estimator not in meta.estimators.ESTIMATORS:
+        raise ValueError(f"unknown estimator {config.estimator!r}; valid: "
+                         f"{sorted(meta.estimators.ESTIMATORS)}")
+    for key in ("num_tasks", "unroll_length", "outer_steps", "checkpoint_every", "log_every"):
+        if int(config[key]) <= 0:
+            raise ValueError(f"config.{key} must be positive, got {config[key]}")
+
+
+def pick_group(family, config):
+    if config.group_index >= 0:
+        groups = family.groups("meta_train")
+        if config.group_index >= len(groups):
+            raise ValueError(f"group_index {config.group_index} out of range: family "
+                             f"{family.name!r} has {len(groups)} meta_train groups")
+        return groups[config.group_index]
+    return family.sample_group(jax.random.key(config.seed), "meta_train")
+
+
+def build(config: ml_collections.ConfigDict):
+    """(lopt, trainer, group) for a validated config."""
+    lopt = lo.get_lopt(config.lopt, **config.lopt_kwargs.to_dict())
+    family = models.get_family(config.family)
+    group = pick_group(family, config)
+    unroller = meta.TruncatedUnroller(
+        family, group, lopt, unroll_length=config.unroll_length,
+        schedule=meta.get_schedule(config.truncation, min_length=config.min_horizon,
+                                   max_length=config.max_horizon),
+        objective=meta.MetaObjective(config.objective_split, config.normalize, config.loss_clip))
+    estimator = meta.get_estimator(config.estimator, sigma=config.sigma)
+    trainer = meta.MetaTrainer(unroller, estimator, num_tasks=config.num_tasks,
+                               outer_tx=meta.default_outer_tx(config.outer_lr, config.grad_clip))
+    return lopt, trainer, group
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> dict:
+    fp = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_KEYS}
+    fp["num_devices"] = jax.device_count()  # the population layout in the checkpoint
+    return fp
+
+
+def _host(tree):
+    """Fetch a replicated (possibly multi-process) result to host numpy."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
+    """Meta-train (or resume) in `workdir`; returns the path of the pretrained card."""
+    validate(config)
+    workdir = Path(workdir)
+    lopt, trainer, group = build(config)
+    name = config.name or f"{config.lopt}_{config.family}"
+    ckpt = MetaCheckpointer(workdir / "checkpoints", fingerprint(config))
+    ckpt.check_compatible()  # before compiling anything
+    tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))
+    theta = lopt.init(jax.random.key(config.seed))
+    start = time.time()
+    resumed_from = ckpt.latest_step()
+    if resumed_from is not None:
+        state = ckpt.restore(trainer.abstract_state(theta))
+        print(f"resuming from step {resumed_from} in {workdir}", flush=True)
+    else:
+        state = trainer.init(jax.random.fold_in(jax.random.key(config.seed), 1), theta)
+    step = int(_host(state.step))
+    pending, bar, last_log = [], None, (time.time(), step)
+    while step < config.outer_steps:
+        state, metrics = trainer.step(state)
+        step += 1
+        pending.append(metrics)
+        if bar is None:  # the first step compiled; time and show progress from here on
+            jax.block_until_ready(state.step)
+            last_log = (time.time(), step)
+            bar = tqdm(total=config.outer_steps, initial=step, desc="meta-train",
+                       disable=jax.process_index() != 0)
+        else:
+            bar.update(1)
+        if step % config.log_every == 0 or step == config.outer_steps:
+            means = _host(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *pending))
+            counters = _host({"num_skipped": state.num_skipped, "num_resets": state.num_resets,
+                              "num_nonfinite_inner": state.num_nonfinite_inner})
+            now = time.time()
+            steps_per_s = (step - last_log[1]) / max(now - last_log[0], 1e-9)
+            row = {k: float(v) for k, v in means.items() if not k.startswith("num_")}
+            row.update({k: int(v) for k, v in counters.items()},
+                       outer_steps_per_s=steps_per_s,
+                       inner_steps_per_s=steps_per_s * config.num_tasks * config.unroll_length)
+            tracker.log_metrics(step, row)
+            bar.set_postfix(meta_loss=f"{row['meta_loss']:.4f}")
+            pending, last_log = [], (now, step)
+        if step % config.checkpoint_every == 0 or step == config.outer_steps:
+            ckpt.save(state)
+    if bar is not None:
+        bar.close()
+    ckpt.save(state)
+    ckpt.close()
+    env_path = workdir / "env.json"
+    git = {}
+    if env_path.exists():
+        git = json.loads(env_path.read_text()).get("git", {})
+    card = {
+        "family": config.family, "group": repr(group), "estimator": config.estimator,
+        "sigma": config.sigma, "num_tasks": config.num_tasks,
+        "unroll_length": config.unroll_length, "truncation": config.truncation,
+        "horizons": [config.min_horizon, config.max_horizon],
+        "lopt_num_steps": trainer.unroller.lopt_num_steps,
+        "outer_steps": int(_host(state.step)), "seed": config.seed,
+        "num_skipped": int(_host(state.num_skipped)),
+        "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
+        "wall_time_s_last_session": time.time() - start, "resumed_from_step": resumed_from,
+        "devices": [str(d) for d in jax.devices()], "command": " ".join(sys.argv),
+        "config": config.to_dict(),
+    }
+    card_path = save_pretrained(workdir, name, lopt, _host(state.theta), card)
+    tracker.log_artifact(card_path)
+    tracker.finish()
+    return card_path
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    if _WORKDIR.value is None:
+        raise app.UsageError("--workdir is required")
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    card = run(_CONFIG.value, _WORKDIR.value)
+    print(f"wrote {card}", flush=True)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
