@@ -1,4 +1,4 @@
-"""Offline datasets with fixed train / valid / test splits, train-only normalization and fingerprints.
+"""Offline datasets: fixed train / valid / test splits, train-only normalization, fingerprints.
 
 Every dataset here is either bundled with an installed package (scikit-learn's digits),
 generated procedurally on this machine (mnist1d, synthetic regression / logistic data), or read

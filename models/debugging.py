@@ -77,7 +77,8 @@ def _compiled_scan(task, steps: int):
 
         def step(carry, batch_key):
             params, opt_state = carry
-            loss, grads = jax.value_and_grad(task.loss)(params, task.sample_batch(batch_key, "train"))
+            batch = task.sample_batch(batch_key, "train")
+            loss, grads = jax.value_and_grad(task.loss)(params, batch)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 

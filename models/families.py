@@ -87,8 +87,8 @@ class _FamilyBase:
 QUADRATIC_DIMS = {"meta_train": (8, 16, 32), "heldout": (24, 64)}
 QUADRATIC_BATCH_SIZES = (4, 16)
 QUADRATIC_RANGES = {
-    "meta_train": {"log10_condition": (0.0, 2.0), "noise_std": (0.0, 0.3), "init_scale": (0.5, 2.0)},
-    "heldout": {"log10_condition": (2.0, 3.0), "noise_std": (0.3, 0.5), "init_scale": (0.5, 2.0)},
+    "meta_train": dict(log10_condition=(0.0, 2.0), noise_std=(0.0, 0.3), init_scale=(0.5, 2.0)),
+    "heldout": dict(log10_condition=(2.0, 3.0), noise_std=(0.3, 0.5), init_scale=(0.5, 2.0)),
 }
 
 
@@ -156,8 +156,8 @@ class MLPFamilySpec(NamedTuple):
 
 # Dynamic ranges shared by the MLP families: disjoint init-scale and label-noise ranges.
 MLP_RANGES = {
-    "meta_train": {"init_scale": (0.5, 1.5), "label_noise": (0.0, 0.1), "data_fraction": (0.5, 1.0)},
-    "heldout": {"init_scale": (1.5, 2.5), "label_noise": (0.1, 0.2), "data_fraction": (0.5, 1.0)},
+    "meta_train": dict(init_scale=(0.5, 1.5), label_noise=(0.0, 0.1), data_fraction=(0.5, 1.0)),
+    "heldout": dict(init_scale=(1.5, 2.5), label_noise=(0.1, 0.2), data_fraction=(0.5, 1.0)),
 }
 
 MLP_FAMILY_SPECS = {
@@ -247,8 +247,9 @@ class MLPFamily(_FamilyBase):
         regression = data.num_classes == 0
         out_features = data.y_train.shape[-1] if regression else data.num_classes
         net = mlp_net(in_features, tuple(group.hidden), out_features, group.activation)
+        widths = "x".join(map(str, group.hidden))
         return SupervisedTask(
-            f"{self.name}_{'x'.join(map(str, group.hidden))}_{group.activation}_b{group.batch_size}",
+            f"{self.name}_{widths}_{group.activation}_b{group.batch_size}",
             net,
             data,
             group.batch_size,

@@ -1,4 +1,4 @@
-"""Named tasks and families: `get_task`, `list_tasks`, `get_family`, `list_families`, evaluation suites.
+"""Named tasks and families: get_task, list_tasks, get_family, list_families, evaluation suites.
 
     task = get_task("digits_mlp", hidden=(64, 64), batch_size=128)
     family = get_family("mnist1d_mlp")

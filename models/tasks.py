@@ -145,7 +145,8 @@ def _mean_loss(kind: str, outputs: jax.Array, targets: jax.Array) -> jax.Array:
     if kind == "softmax":
         return optax.softmax_cross_entropy_with_integer_labels(outputs, targets).mean()
     if kind == "sigmoid":
-        return optax.sigmoid_binary_cross_entropy(outputs[:, 0], targets.astype(outputs.dtype)).mean()
+        labels = targets.astype(outputs.dtype)
+        return optax.sigmoid_binary_cross_entropy(outputs[:, 0], labels).mean()
     return jnp.mean(jnp.sum((outputs - targets) ** 2, axis=-1))
 
 
