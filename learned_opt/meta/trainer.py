@@ -119,7 +119,7 @@ class MetaTrainer:
             population, state.step + 1, state.num_skipped + skipped,
             state.num_nonfinite_inner + metrics["num_nonfinite"],
             state.num_resets + metrics["num_resets"])
-        metrics = dict(metrics, grad_norm=optax.global_norm(safe_grad), skipped=skipped)
+        metrics = dict(metrics, grad_norm=optax.tree.norm(safe_grad), skipped=skipped)
         return new_state, metrics
 
     def step(self, state: MetaTrainState) -> tuple[MetaTrainState, dict]:
