@@ -173,7 +173,7 @@ def test_null_tracker_is_a_tracker():
 _KILLED_WRITER = """
 import sys, time
 from experiments import tracking
-tracker = tracking.LocalTracker(sys.argv[1])
+tracker = tracking.start_run(sys.argv[1], backends=("local", "tensorboard"), collect_env=False)
 step = 0
 while True:
     tracker.log_metrics(step, {"loss": 1.0 / (step + 1), "nan": float("nan")})
@@ -182,7 +182,7 @@ while True:
 """
 
 
-def test_killed_run_leaves_valid_jsonl(tmp_path):
+def test_killed_run_leaves_valid_jsonl_and_events(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
                                cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     metrics = tmp_path / "metrics.jsonl"
@@ -199,6 +199,13 @@ def test_killed_run_leaves_valid_jsonl(tmp_path):
     assert [r["step"] for r in rows] == list(range(len(rows)))
     assert all(r["loss"] == 1.0 / (r["step"] + 1) and math.isnan(r["nan"]) for r in rows)
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(tmp_path / "tensorboard"))
+    accumulator.Reload()
+    tb_steps = [e.step for e in accumulator.Scalars("loss")]
+    # Whole records up to the kill: the event file may be at most one row behind the JSONL.
+    assert tb_steps == list(range(len(tb_steps))) and len(tb_steps) >= len(rows) - 1
 
 
 # ----------------------------------------------------------------------------------------------
