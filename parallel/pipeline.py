@@ -107,18 +107,25 @@ def _check_call(stage_params, inputs, mesh: Mesh, stage_axis: str, num_microbatc
 
 
 def _split(tree: PyTree, num_microbatches: int) -> PyTree:
-    """[B, ...] -> [m, B/m, ...] with micro-batch i = examples i, i+m, ... (strided, so a batch
-    sharded over `data` in contiguous blocks stays sharded inside each micro-batch)."""
+    """[B, ...] -> [B/m, m, ...]: micro-batch i is `[:, i]`, examples i, i+m, i+2m, ...
 
-    def split(x):
-        x = x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:])
-        return jnp.swapaxes(x, 0, 1)
+    A reshape only (no copy of the batch). Strided, so that a batch sharded over `data` in
+    contiguous blocks stays sharded inside each micro-batch.
+    """
+    return jax.tree.map(
+        lambda x: x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:]), tree
+    )
 
-    return jax.tree.map(split, tree)
+
+def _microbatch(split_tree: PyTree, index) -> PyTree:
+    """Micro-batch `index` of a `_split` tree."""
+    return jax.tree.map(
+        lambda x: jax.lax.dynamic_index_in_dim(x, index, 1, keepdims=False), split_tree
+    )
 
 
 def _merge(tree: PyTree) -> PyTree:
-    """Inverse of `_split`: [m, B/m, ...] -> [B, ...]."""
+    """Micro-batch outputs stacked [m, B/m, ...] -> [B, ...] in the order of the batch."""
     return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:]), tree)
 
 
@@ -154,11 +161,11 @@ def _gpipe_stage_program(stage_fn, num_stages, num_microbatches, stage_axis):
         params = jax.tree.map(lambda a: a[0], stage_params)  # this device's stage
         stage = jax.lax.axis_index(stage_axis)
         inputs_mb = jax.lax.pcast(inputs_mb, (stage_axis,), to="varying")
-        received = jax.tree.map(lambda x: jnp.zeros_like(x[0]), inputs_mb)
+        received = jax.tree.map(lambda x: jnp.zeros_like(x[:, 0]), inputs_mb)
 
         def tick(received, t):
             microbatch = jnp.clip(forward_microbatch(t, stage), 0, num_microbatches - 1)
-            x = _where(stage == 0, _take(inputs_mb, microbatch), received)
+            x = _where(stage == 0, _microbatch(inputs_mb, microbatch), received)
             y = stage_fn(params, x)
             return jax.lax.ppermute(y, stage_axis, _ring(num_stages, 1)), y
 
@@ -231,10 +238,10 @@ def _one_f_one_b_stage_program(stage_fn, loss_fn, num_stages, num_microbatches, 
         params = jax.tree.map(lambda a: a[0], stage_params)
         stage = jax.lax.axis_index(stage_axis)
         inputs_mb, targets_mb = jax.lax.pcast((inputs_mb, targets_mb), (stage_axis,), to="varying")
-        zeros_like_x = jax.tree.map(lambda x: jnp.zeros_like(x[0]), inputs_mb)
+        zeros_like_x = jax.tree.map(lambda x: jnp.zeros_like(x[:, 0]), inputs_mb)
         stash = jax.tree.map(
-            lambda x: _varying(jnp.zeros((stash_size, *x.shape[1:]), x.dtype), stage_axis),
-            inputs_mb,
+            lambda x: _varying(jnp.zeros((stash_size, *x.shape), x.dtype), stage_axis),
+            zeros_like_x,
         )
         carry = (  # every component stage-varying, as the scan body's outputs are
             zeros_like_x,  # activation received from the previous stage
@@ -249,7 +256,9 @@ def _one_f_one_b_stage_program(stage_fn, loss_fn, num_stages, num_microbatches, 
             # Forward slot: stage 0 reads the batch, the others what their neighbour sent.
             fwd_mb = forward_microbatch(t, stage)
             x = _where(
-                stage == 0, _take(inputs_mb, jnp.clip(fwd_mb, 0, num_microbatches - 1)), received_x
+                stage == 0,
+                _microbatch(inputs_mb, jnp.clip(fwd_mb, 0, num_microbatches - 1)),
+                received_x,
             )
             y = stage_fn(params, x)
             # Unconditional write is safe: the slot's previous micro-batch finished its backward
@@ -264,7 +273,7 @@ def _one_f_one_b_stage_program(stage_fn, loss_fn, num_stages, num_microbatches, 
             bwd_mb = backward_microbatch_1f1b(t, stage, num_stages)
             active = (bwd_mb >= 0) & (bwd_mb < num_microbatches)
             x_bwd = _take(stash, bwd_mb % stash_size)
-            targets = _take(targets_mb, jnp.clip(bwd_mb, 0, num_microbatches - 1))
+            targets = _microbatch(targets_mb, jnp.clip(bwd_mb, 0, num_microbatches - 1))
             (_, mb_loss), pullback = jax.vjp(
                 functools.partial(stage_and_loss, targets=targets), params, x_bwd
             )
