@@ -133,7 +133,11 @@ def from_arrays(
         np.asarray(y_test, label_dtype),
     ]
     digest = fingerprint(*splits, extra=f"{name}:{num_classes}")
-    return ArrayDataset(name, *(jnp.asarray(a) for a in splits), num_classes, digest)
+    # Datasets are cached and may be first requested while a family builds a task inside jit:
+    # the arrays must be concrete device arrays, never tracers of that trace.
+    with jax.ensure_compile_time_eval():
+        device_splits = [jnp.asarray(a) for a in splits]
+    return ArrayDataset(name, *device_splits, num_classes, digest)
 
 
 def from_single_pool(
