@@ -1,0 +1,365 @@
+"""Benchmark learned optimizers against per-task-tuned SGD, Nesterov, Adam and AdamW.
+
+    python -m experiments.benchmark --config experiments/configs/benchmark_quick.py \
+        --workdir workdirs/benchmark [--config.num_steps=500 ...]
+
+For every task of the suite (`experiments.benchmark_suite`): each baseline is tuned on the
+validation split (`experiments.tuning`, Optuna study in `<workdir>/optuna.db`) with the tuning
+seeds, then every baseline (at its best hyperparameters) and every learned optimizer (never tuned)
+trains for `num_steps` on the *final* seeds, as one jitted scan vmapped over seeds
+(`experiments.train_loop`). Only these final runs read the test split, and only for reporting.
+
+Outputs in the workdir (all logged through `experiments.tracking`): `results.json` (schema below),
+`report.md`, `curves_<task>.png`, `speedup.png`, the tracker's config/env/metrics files, and
+`optuna.db`.
+
+results.json (schema_version 1):
+  settings: num_steps, eval_every, eval_batches, seeds (final runs), smoothing_window,
+            curve_stride, tuning (the TuningSpec), baselines, learned (specs).
+  wall_time_s: {"total", "tuning", "final_runs"}; device: str
+  tasks: list of {
+    label, origin ("named" | "heldout" | "ood"), family, num_params, dataset (task.dataset_info()
+    or null), random_guess_accuracy, zero_rule_accuracy (test split; null if not classification),
+    distribution: {learned label: "held-out task of meta-training family F" | ...},
+    optimizers: {label: {
+      kind ("baseline" | "learned"), description, hparams (baselines) | config (learned),
+      tuning: {best_value, num_trials, at_edge, study, trials: [[hparams, value], ...]} | null,
+      final: {train_loss, valid_loss, test_loss, test_accuracy?: summary}  (summary = {mean,
+             std, min, max, n, n_finite} over seeds at step num_steps; non-finite seeds counted
+             in n - n_finite, never averaged),
+      per_seed: {same keys: [value | null per seed]}, diverged: [bool per seed],
+      speedup: {target, adam_steps, steps, speedup, per_seed: [speedup | null]} | null,
+      time_per_step_s (run wall time / num_steps, all seeds vmapped, evaluation included),
+      compile_s, state_bytes, state_bytes_per_param,
+      curves: {eval_steps, train|valid|test: {metric: [[per seed]]},
+               train_loss_steps, train_loss_smoothed: [[per seed, every curve_stride steps]]}}}}
+  summary: {learned label: {origin: {num_tasks, speedup_ge_2, reached_adam_target,
+            within_10pct_of_adam, diverged}}}
+Speedup semantics (target = tuned Adam's final smoothed train loss, None = never reached):
+`experiments.benchmark_metrics`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import benchmark_metrics as bm
+from experiments import benchmark_report, benchmark_suite, train_loop, tuning
+
+SCHEMA_VERSION = 1
+FINAL_SPLITS = ("train", "valid", "test")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "benchmark config file", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
+
+
+def tuning_spec(config) -> tuning.TuningSpec:
+    """The TuningSpec of `config.tuning`, with the benchmark's step budget (same for all)."""
+    t = config.tuning
+    return tuning.TuningSpec(
+        num_steps=int(config.num_steps), eval_every=int(config.eval_every),
+        eval_batches=int(config.eval_batches),
+        full_split_eval=bool(config.full_split_eval), last_k=int(t.last_k), seeds=tuple(t.seeds),
+        sampler=str(t.sampler), grid_points=int(t.grid_points),
+        weight_decay_points=int(t.weight_decay_points), num_trials=int(t.num_trials),
+        sampler_seed=int(t.sampler_seed))
+
+
+def compile_run(task, make_tx, tx_args, num_seeds, config):
+    """One run function per (task, optimizer), compiled ahead of time for `num_seeds` seeds and
+    shared by tuning and the final runs. Evaluates only "valid" in the loop and keeps parameter
+    snapshots for `make_eval_fn`. Returns (compiled run, compile seconds)."""
+    run = train_loop.make_run_fn(
+        task, make_tx, num_steps=int(config.num_steps), eval_every=int(config.eval_every),
+        eval_splits=("valid",), eval_batches=int(config.eval_batches),
+        full_split_eval=bool(config.full_split_eval), keep_snapshots=True)
+    keys = train_loop.seed_keys(tuple(range(num_seeds)))
+    start = time.perf_counter()
+    compiled = run.lower(tx_args, keys).compile()
+    return compiled, time.perf_counter() - start
+
+
+def final_run(compiled_run, eval_fn, tx_args, config):
+    """Train on the final seeds, then evaluate the snapshots on train/valid/test.
+
+    Returns host Curves whose `evals` hold all three splits (no snapshots) and the run's seconds.
+    """
+    keys = train_loop.seed_keys(tuple(config.seeds))
+    start = time.perf_counter()
+    curves = jax.block_until_ready(compiled_run(tx_args, keys))
+    run_s = time.perf_counter() - start
+    evals = eval_fn(curves.snapshots, keys)
+    curves = jax.device_get(curves._replace(evals=evals, snapshots=None))
+    return curves, run_s
+
+
+def summarize_run(curves, config, adam_train_loss=None) -> dict:
+    """Final numbers, speedup against Adam's curve (if given) and downsampled curves of one run."""
+    window, stride = int(config.smoothing_window), int(config.curve_stride)
+    train_loss = np.asarray(curves.train_loss, dtype=np.float64)
+    per_seed, final = {}, {}
+    for split in FINAL_SPLITS:
+        for metric, values in curves.evals[split].items():
+            if split != "test" and metric != "loss":
+                continue
+            key = f"{split}_{metric}"
+            last = np.asarray(values, dtype=np.float64)[:, -1]
+            per_seed[key] = [bm.finite_or_none(v) for v in last]
+            final[key] = bm.summarize(last)
+    speedup = None
+    if adam_train_loss is not None:
+        mean_result = bm.speedup_of(adam_train_loss.mean(0), train_loss.mean(0), window)
+        seed_results = [bm.speedup_of(a, b, window)
+                        for a, b in zip(adam_train_loss, train_loss, strict=True)]
+        speedup = mean_result._asdict() | {"per_seed": [r.speedup for r in seed_results]}
+        speedup["target"] = bm.finite_or_none(speedup["target"])
+    smoothed = np.stack([bm.smooth(seed_curve, window) for seed_curve in train_loss])
+    return {
+        "final": final, "per_seed": per_seed, "speedup": speedup,
+        "diverged": [bm.diverged(seed_curve, window) for seed_curve in train_loss],
+        "curves": {
+            "eval_steps": [int(s) for s in curves.eval_steps],
+            **{split: {m: _json_curve(v) for m, v in curves.evals[split].items()}
+               for split in FINAL_SPLITS},
+            "train_loss_steps": list(range(0, train_loss.shape[1], stride)),
+            "train_loss_smoothed": _json_curve(smoothed[:, ::stride]),
+        },
+    }
+
+
+def _json_curve(values) -> list:
+    return [[bm.finite_or_none(v) for v in row] for row in np.asarray(values)]
+
+
+def benchmark_task(suite_task, baselines, learned, config, workdir, tracker, progress) -> dict:
+    """Tune the baselines on one task, run everything on the final seeds, return its record."""
+    task = suite_task.task
+    info = task.dataset_info() if hasattr(task, "dataset_info") else None
+    num_params = train_loop.num_parameters(task)
+    record = {
+        "label": suite_task.label, "origin": suite_task.origin, "family": suite_task.family,
+        "num_params": num_params, "dataset": info,
+        "random_guess_accuracy": (info or {}).get("random_guess_accuracy"),
+        "zero_rule_accuracy": (info or {}).get("zero_rule_accuracy"),
+        "distribution": {s.label: benchmark_suite.distribution_label(suite_task, s)
+                         for s in learned},
+        "optimizers": {},
+    }
+    spec = tuning_spec(config)
+    storage = f"sqlite:///{Path(workdir).resolve() / 'optuna.db'}"
+    study_name = f"{suite_task.label}:{(info or {}).get('fingerprint', '')}"
+    num_seeds = len(config.seeds)
+    eval_fn = train_loop.make_eval_fn(task, FINAL_SPLITS, eval_batches=int(config.eval_batches),
+                                      full_split_eval=bool(config.full_split_eval))
+    runs = [(name, "baseline", tuning.get_baseline(name).make_tx) for name in baselines]
+    runs += [(s.label, "learned", s.make_tx) for s in learned]
+    # Adam first among the final runs: every other optimizer's speedup refers to its curve.
+    runs.sort(key=lambda r: r[0] != "adam")
+    learned_by_label = {s.label: s for s in learned}
+    adam_train_loss, summaries, tuning_s = None, [], 0.0
+    for label, kind, make_tx in runs:
+        if kind == "baseline":
+            names = tuning.get_baseline(label).ranges
+            example_args = {name: jnp.float32(0.0) for name in names}
+        else:
+            example_args = learned_by_label[label].tx_args
+        compiled, compile_s = compile_run(task, make_tx, example_args, num_seeds, config)
+        if kind == "baseline":
+            start = time.perf_counter()
+            # The compiled run is shared only if tuning uses as many seeds as the final runs.
+            shared = compiled if len(spec.seeds) == num_seeds else None
+            result = tuning.tune_baseline(task, label, spec, storage=storage,
+                                          study_name=study_name, run_fn=shared)
+            tuning_s += time.perf_counter() - start
+            progress.update(1)
+            tx_args = {k: jnp.float32(v) for k, v in result.best_hparams.items()}
+            extra = {"description": f"{label}, tuned on valid", "hparams": result.best_hparams,
+                     "tuning": {"best_value": bm.finite_or_none(result.best_value),
+                                "num_trials": len(result.trials), "at_edge": result.at_edge,
+                                "study": result.study_name,
+                                "trials": [[h, bm.finite_or_none(v)] for h, v in result.trials]}}
+        else:
+            spec_ = learned_by_label[label]
+            tx_args = spec_.tx_args
+            extra = {"description": spec_.description, "config": dict(spec_.config),
+                     "tuning": None}
+        curves, run_s = final_run(compiled, eval_fn, tx_args, config)
+        if label == "adam":
+            adam_train_loss = np.asarray(curves.train_loss, dtype=np.float64)
+        state_bytes = train_loop.optimizer_state_bytes(task, make_tx(tx_args))
+        record["optimizers"][label] = {
+            "kind": kind, **extra, **summarize_run(curves, config, adam_train_loss),
+            "time_per_step_s": run_s / int(config.num_steps), "compile_s": compile_s,
+            "state_bytes": state_bytes, "state_bytes_per_param": state_bytes / num_params}
+        summaries.append((label, curves))
+        progress.update(1)
+    for label, curves in summaries:
+        for index, step in enumerate(np.asarray(curves.eval_steps)):
+            tracker.log_metrics(int(step), {
+                f"{suite_task.label}/{label}/{split}_loss": float(np.mean(
+                    np.asarray(curves.evals[split]["loss"])[:, index]))
+                for split in FINAL_SPLITS})
+    record["tuning_wall_s"] = tuning_s
+    return record
+
+
+def headline_summary(task_records, learned_labels) -> dict:
+    """Per learned optimizer and task origin: how many tasks it won (speedup >= 2), reached
+    Adam's target, ended within 10% of Adam's final train loss, or diverged on (any seed)."""
+    summary = {}
+    for label in learned_labels:
+        by_origin = {}
+        for record in task_records:
+            entry = record["optimizers"].get(label)
+            adam = record["optimizers"].get("adam")
+            if entry is None:
+                continue
+            counts = by_origin.setdefault(record["origin"], {
+                "num_tasks": 0, "speedup_ge_2": 0, "reached_adam_target": 0,
+                "within_10pct_of_adam": 0, "diverged": 0})
+            counts["num_tasks"] += 1
+            speedup = (entry["speedup"] or {}).get("speedup")
+            counts["speedup_ge_2"] += int(speedup is not None and speedup >= 2.0)
+            counts["reached_adam_target"] += int(speedup is not None)
+            counts["diverged"] += int(any(entry["diverged"]))
+            if adam is not None:
+                ours = entry["final"]["train_loss"]["mean"]
+                theirs = adam["final"]["train_loss"]["mean"]
+                counts["within_10pct_of_adam"] += int(
+                    ours is not None and theirs is not None and ours <= theirs + 0.1 * abs(theirs))
+        summary[label] = by_origin
+    return summary
+
+
+def run_benchmark(config, workdir, tracker) -> dict:
+    """The whole benchmark of `config` into `workdir`; returns the results.json content."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    baselines = benchmark_suite.parse_names(config.baselines)
+    for name in baselines:
+        tuning.get_baseline(name)  # fail on a typo before any compilation
+    learned = [benchmark_suite.resolve_learned(s, int(config.num_steps), int(config.lopt_init_seed))
+               for s in benchmark_suite.parse_names(config.learned)]
+    suite = benchmark_suite.build_suite(config)
+    tracker.log_params({"suite": [t.label for t in suite], "baselines": baselines,
+                        "learned": [s.label for s in learned]})
+    total = len(suite) * (2 * len(baselines) + len(learned))
+    records = []
+    with tqdm(total=total, desc="benchmark (tune + final runs)", unit="run") as progress:
+        for suite_task in suite:
+            progress.set_postfix_str(suite_task.label)
+            records.append(benchmark_task(suite_task, baselines, learned, config, workdir,
+                                          tracker, progress))
+    total_s = time.perf_counter() - start
+    tuning_s = sum(r["tuning_wall_s"] for r in records)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": " ".join(sys.argv),
+        "device": str(jax.devices()[0].device_kind),
+        "settings": {
+            "num_steps": int(config.num_steps), "eval_every": int(config.eval_every),
+            "eval_batches": int(config.eval_batches),
+            "full_split_eval": bool(config.full_split_eval), "seeds": list(config.seeds),
+            "smoothing_window": int(config.smoothing_window),
+            "curve_stride": int(config.curve_stride),
+            "tuning": dataclasses.asdict(tuning_spec(config)),
+            "baselines": baselines, "learned": benchmark_suite.parse_names(config.learned)},
+        "wall_time_s": {"total": total_s, "tuning": tuning_s, "final_runs": total_s - tuning_s},
+        "tasks": records,
+        "summary": headline_summary(records, [s.label for s in learned]),
+    }
+
+
+_TOP_KEYS = ("schema_version", "command", "device", "settings", "wall_time_s", "tasks", "summary")
+_TASK_KEYS = ("label", "origin", "family", "num_params", "dataset", "random_guess_accuracy",
+              "zero_rule_accuracy", "distribution", "optimizers")
+_OPTIMIZER_KEYS = ("kind", "description", "tuning", "final", "per_seed", "diverged", "speedup",
+                   "time_per_step_s", "compile_s", "state_bytes", "state_bytes_per_param", "curves")
+_SUMMARY_KEYS = ("mean", "std", "min", "max", "n", "n_finite")
+
+
+def check_results_schema(results: dict) -> None:
+    """Raise ValueError naming the first place where `results` departs from the schema above."""
+
+    def need(mapping, keys, where):
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{where}: expected an object, got {type(mapping).__name__}")
+        missing = [k for k in keys if k not in mapping]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing}")
+
+    need(results, _TOP_KEYS, "results")
+    if results["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"results: schema_version {results['schema_version']} != {SCHEMA_VERSION}")
+    num_seeds = len(results["settings"]["seeds"])
+    for task in results["tasks"]:
+        need(task, _TASK_KEYS, "task")
+        if task["origin"] not in benchmark_suite.ORIGINS:
+            raise ValueError(f"task {task['label']}: origin {task['origin']!r} not in "
+                             f"{benchmark_suite.ORIGINS}")
+        for label, entry in task["optimizers"].items():
+            where = f"task {task['label']}, optimizer {label}"
+            need(entry, _OPTIMIZER_KEYS, where)
+            if entry["kind"] not in ("baseline", "learned"):
+                raise ValueError(f"{where}: kind {entry['kind']!r}")
+            for key in ("train_loss", "valid_loss", "test_loss"):
+                need(entry["final"].get(key), _SUMMARY_KEYS, f"{where}, final.{key}")
+                if len(entry["per_seed"][key]) != num_seeds:
+                    raise ValueError(f"{where}: per_seed.{key} has "
+                                     f"{len(entry['per_seed'][key])} values, expected {num_seeds}")
+            need(entry["curves"], ("eval_steps", "train", "valid", "test", "train_loss_steps",
+                                   "train_loss_smoothed"), f"{where}, curves")
+            if entry["speedup"] is not None:
+                need(entry["speedup"], ("target", "adam_steps", "steps", "speedup", "per_seed"),
+                     f"{where}, speedup")
+
+
+def _to_builtin(value):
+    """NumPy scalars / arrays (e.g. from dataset_info) as JSON builtins."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write_results(results: dict, workdir, tracker) -> list[Path]:
+    """results.json, report.md and the PNGs into `workdir`, each logged as an artifact."""
+    check_results_schema(results)
+    workdir = Path(workdir)
+    results_path = workdir / "results.json"
+    results_path.write_text(json.dumps(results, indent=1, allow_nan=False, default=_to_builtin))
+    paths = [results_path, *benchmark_report.write_report(results, workdir)]
+    for path in paths:
+        tracker.log_artifact(path)
+    return paths
+
+
+def main(argv):
+    del argv
+    from experiments import tracking
+
+    config, workdir = _CONFIG.value, _WORKDIR.value
+    if workdir is None:
+        raise app.UsageError("--workdir is required")
+    tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))
+    results = run_benchmark(config, workdir, tracker)
+    paths = write_results(results, workdir, tracker)
+    tracker.finish()
+    print(benchmark_report.headline_text(results))
+    print(f"benchmark finished in {results['wall_time_s']['total']:.0f} s; "
+          f"report: {Path(workdir).resolve() / 'report.md'} ({len(paths)} files)")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

@@ -1,0 +1,177 @@
+"""What the benchmark runs: the task suite and the optimizers, resolved from a config.
+
+Tasks come from three sources (any combination):
+  * `config.tasks`: named tasks, `models.get_task(name, **config.task_overrides.get(name, {}))`;
+  * `config.heldout_families`: for each family,
+    `models.heldout_tasks(family, config.num_heldout, config.heldout_seed)`: tasks of the family's
+    held-out split (never seen in meta-training);
+  * `config.ood`: `models.ood_suite()`, optionally filtered by `config.ood_names`.
+
+Learned optimizers are given as specs (`config.learned`, comma-separated):
+  * `pretrained:NAME`  shipped weights, `lo.load_pretrained(NAME)` (see `lo.list_pretrained()`);
+  * `default:ARCH`     architecture ARCH (`lo.list_lopts()`) with its *untrained* default theta
+                       `lopt.init(key(config.lopt_init_seed))`, labelled "untrained default".
+They are never tuned per task.
+
+    suite = build_suite(config)                    # [SuiteTask(label, task, origin, family)]
+    learned = [resolve_learned(s, num_steps) for s in parse_names(config.learned)]
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+
+ORIGINS = ("named", "heldout", "ood")
+LEARNED_KINDS = ("pretrained", "default")
+
+
+class SuiteTask(NamedTuple):
+    """label: unique name in the report; origin: one of ORIGINS; family: the task family the task
+    belongs to (held-out tasks and named tasks whose name is a family), else None."""
+
+    label: str
+    task: Any
+    origin: str
+    family: str | None
+
+
+class LearnedSpec(NamedTuple):
+    """A learned optimizer ready to run: `make_tx(tx_args)` inside jit, `tx_args` its theta.
+
+    meta_families: the task families it was meta-trained on (empty for an untrained default);
+    description: what it is, honestly ("untrained default", the pretrained card's name, ...).
+    """
+
+    label: str
+    kind: str
+    make_tx: Callable[[Any], Any]
+    tx_args: Any
+    meta_families: tuple[str, ...]
+    description: str
+    config: Mapping[str, Any]
+
+
+def parse_names(text: str | None) -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c']; '' / None -> []."""
+    if not text:
+        return []
+    return [name.strip() for name in str(text).split(",") if name.strip()]
+
+
+def _unique_label(label: str, taken: set[str]) -> str:
+    candidate, index = label, 1
+    while candidate in taken:
+        index += 1
+        candidate = f"{label}#{index}"
+    taken.add(candidate)
+    return candidate
+
+
+def build_suite(config) -> list[SuiteTask]:
+    """The tasks of `config` (see the module docstring); ValueError names unknown tasks/families."""
+    import models
+
+    suite: list[SuiteTask] = []
+    taken: set[str] = set()
+    overrides = dict(config.get("task_overrides", {}) or {})
+    families = set(models.list_families())
+    valid_tasks = models.list_tasks()
+    for name in parse_names(config.get("tasks")):
+        if name not in valid_tasks:
+            raise ValueError(f"unknown task {name!r}; valid tasks: {valid_tasks}")
+        task = models.get_task(name, **dict(overrides.get(name, {}) or {}))
+        suite.append(SuiteTask(_unique_label(name, taken), task, "named",
+                               name if name in families else None))
+    for family in parse_names(config.get("heldout_families")):
+        if family not in families:
+            raise ValueError(f"unknown task family {family!r}; valid families: {sorted(families)}")
+        tasks = models.heldout_tasks(family, int(config.num_heldout), int(config.heldout_seed))
+        for index, task in enumerate(tasks):
+            label = _unique_label(f"{family}/heldout{index}", taken)
+            suite.append(SuiteTask(label, task, "heldout", family))
+    if config.get("ood", False):
+        wanted = parse_names(config.get("ood_names"))
+        available = models.ood_suite()
+        names = [name for name, _ in available]
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise ValueError(f"unknown out-of-distribution task(s) {unknown}; valid: {names}")
+        for name, task in available:
+            if not wanted or name in wanted:
+                suite.append(SuiteTask(_unique_label(f"ood/{name}", taken), task, "ood", None))
+    if not suite:
+        raise ValueError("the benchmark suite is empty: set config.tasks, config.heldout_families "
+                         "or config.ood")
+    return suite
+
+
+def distribution_label(suite_task: SuiteTask, learned: LearnedSpec) -> str:
+    """Where `suite_task` lies relative to `learned`'s meta-training distribution, in words."""
+    if not learned.meta_families:
+        return "not meta-trained"
+    if suite_task.origin == "ood":
+        return "out of distribution"
+    if suite_task.family in learned.meta_families:
+        if suite_task.origin == "heldout":
+            return f"held-out task of meta-training family {suite_task.family}"
+        return f"named task of meta-training family {suite_task.family} (may be in distribution)"
+    return "out of distribution"
+
+
+def _accepts_keyword(fn: Callable, name: str) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _card_of(lo, name: str) -> Mapping[str, Any]:
+    """The pretrained card called `name` from `lo.list_pretrained()` (cards or names)."""
+    for entry in lo.list_pretrained():
+        if isinstance(entry, Mapping) and entry.get("name") == name:
+            return entry
+    return {}
+
+
+def _families_of_card(card: Mapping[str, Any]) -> tuple[str, ...]:
+    families = card.get("families", card.get("family", card.get("task_family", ())))
+    if isinstance(families, str):
+        families = parse_names(families)
+    return tuple(families)
+
+
+def resolve_learned(spec: str, num_steps: int, init_seed: int = 0) -> LearnedSpec:
+    """A LearnedSpec from 'pretrained:NAME' or 'default:ARCH'; ValueError lists the choices."""
+    import learned_opt as lo
+
+    kind, _, name = spec.partition(":")
+    if kind not in LEARNED_KINDS or not name:
+        raise ValueError(f"bad learned optimizer spec {spec!r}; expected 'KIND:NAME' with KIND in "
+                         f"{LEARNED_KINDS}, e.g. 'default:mlp' (architectures: {lo.list_lopts()})")
+    if kind == "default":
+        if name not in lo.list_lopts():
+            raise ValueError(f"unknown learned optimizer {name!r}; valid: {lo.list_lopts()}")
+        lopt = lo.get_lopt(name)
+        theta = lopt.init(jax.random.key(init_seed))
+        return LearnedSpec(
+            f"{name} (untrained default)", kind,
+            lambda theta: lopt.optimizer(theta, num_steps=num_steps), theta, (),
+            f"{name} with its untrained default theta (init seed {init_seed}); not meta-trained",
+            {"architecture": lopt.config(), "init_seed": init_seed})
+    list_pretrained = getattr(lo, "list_pretrained", None)
+    if list_pretrained is None:
+        raise ValueError(f"{spec!r}: no pretrained learned optimizers are shipped in this checkout")
+    available = [e.get("name") if isinstance(e, Mapping) else e for e in list_pretrained()]
+    if name not in available:
+        raise ValueError(f"unknown pretrained learned optimizer {name!r}; valid: {available}")
+    load = lo.load_pretrained
+    tx = load(name, num_steps=num_steps) if _accepts_keyword(load, "num_steps") else load(name)
+    card = _card_of(lo, name)
+    # The shipped theta is baked into the transform as constants: one compile per task.
+    return LearnedSpec(name, kind, lambda _: tx, None, _families_of_card(card),
+                       f"pretrained {name}", dict(card))

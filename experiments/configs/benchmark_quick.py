@@ -1,0 +1,47 @@
+"""Quick benchmark (`make benchmark`): a few small tasks, tuned baselines, learned optimizers.
+
+Budgeted to finish, tuning included, in well under 15 minutes on a 2-core CPU machine:
+3 tasks x (4 baselines tuned over 7-point learning-rate grids, AdamW 7 x 2 with weight decay,
+2 tuning seeds) + final runs on 3 fresh seeds, 400 steps each.
+
+    python -m experiments.benchmark --config experiments/configs/benchmark_quick.py \
+        --workdir workdirs/benchmark [--config.num_steps=200 ...]
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Suite (experiments.benchmark_suite): named tasks, held-out tasks of families, OOD suite.
+    config.tasks = "digits_mlp"
+    config.task_overrides = ml_collections.ConfigDict()
+    config.heldout_families = "digits_mlp,mnist1d_mlp"
+    config.num_heldout = 1
+    config.heldout_seed = 0
+    config.ood = False
+    config.ood_names = ""
+    # Optimizers: tuned baselines and learned ones (never tuned): 'pretrained:NAME' or
+    # 'default:ARCH' (untrained default theta, labelled so).
+    config.baselines = "sgd,nesterov,adam,adamw"
+    config.learned = "default:learned_adam,default:mlp"
+    config.lopt_init_seed = 0
+    # Budget and evaluation.
+    config.num_steps = 400
+    config.eval_every = 50
+    config.eval_batches = 2
+    config.full_split_eval = True
+    config.seeds = (100, 101, 102)  # final runs; disjoint from the tuning seeds
+    config.smoothing_window = 20
+    config.curve_stride = 5
+    # Tuning on the validation split (experiments.tuning).
+    config.tuning = ml_collections.ConfigDict()
+    config.tuning.sampler = "grid"  # grid | random | tpe
+    config.tuning.grid_points = 7
+    config.tuning.weight_decay_points = 2
+    config.tuning.num_trials = 8  # random / tpe only
+    config.tuning.seeds = (0, 1)
+    config.tuning.last_k = 2
+    config.tuning.sampler_seed = 0
+    config.backends = ("local",)
+    return config

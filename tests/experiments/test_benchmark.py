@@ -1,0 +1,193 @@
+"""Benchmark machinery: speedup math on known curves, the jitted training loop against a plain
+Python loop, seeds, the split discipline, results.json's schema, and bad names."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from bench_fakes import FakeTask
+
+from experiments import benchmark, benchmark_suite, train_loop
+from experiments import benchmark_metrics as bm
+
+STEPS, EVAL_EVERY = 40, 20
+
+
+# ---- speedup and summaries on synthetic curves ------------------------------------------------
+
+
+def test_smooth_is_a_trailing_mean():
+    assert bm.smooth(np.array([1.0, 2, 3, 4]), 2) == pytest.approx([1.0, 1.5, 2.5, 3.5])
+    assert bm.smooth(np.array([4.0, 2.0]), 10) == pytest.approx([4.0, 3.0])
+
+
+def test_speedup_on_curves_with_a_known_answer():
+    adam = np.linspace(1.0, 0.5, 100)  # reaches its final 0.5 only at its last step (100)
+    fast = np.concatenate([np.linspace(1.0, 0.5, 25), np.full(75, 0.4)])  # 0.5 at step 25
+    result = bm.speedup_of(adam, fast, window=1)
+    assert result.target == pytest.approx(0.5)
+    assert (result.adam_steps, result.steps) == (100, 25)
+    assert result.speedup == pytest.approx(4.0)
+    slow = np.linspace(1.0, 0.6, 100)
+    assert bm.speedup_of(adam, slow, window=1).speedup is None  # never reached: no number
+    # Adam's own curve dips below its final value at step 50: its steps count from there.
+    bumpy = np.concatenate([np.linspace(1.0, 0.5, 50), np.full(50, 0.6)])
+    assert bm.speedup_of(bumpy, bumpy, window=1) == (0.6, 41, 41, 1.0)
+
+
+def test_speedup_smoothing_ignores_a_single_lucky_batch():
+    adam = np.linspace(1.0, 0.5, 100)
+    lucky = np.full(100, 0.9)
+    lucky[10] = 0.0  # one minibatch far below the target
+    assert bm.speedup_of(adam, lucky, window=1).steps == 11
+    assert bm.speedup_of(adam, lucky, window=20).speedup is None
+
+
+def test_nan_curves_never_reach_and_are_counted_not_averaged():
+    assert bm.speedup_of(np.array([1.0, np.nan]), np.array([1.0, 0.1]), 1).speedup is None
+    stats = bm.summarize([1.0, np.nan, 3.0])
+    assert (stats["n"], stats["n_finite"], stats["mean"]) == (3, 2, 2.0)
+    assert bm.summarize([np.inf])["mean"] is None
+    assert bm.diverged(np.array([1.0, np.inf]), 1)
+    assert bm.diverged(np.array([1.0, 2.0, 3.0]), 1)
+    assert not bm.diverged(np.array([1.0, 0.5, 0.4]), 2)
+
+
+# ---- the training loop --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adam_run():
+    task = FakeTask()
+    run = train_loop.make_run_fn(task, lambda lr: optax.adam(lr), num_steps=STEPS,
+                                 eval_every=EVAL_EVERY, eval_splits=("valid",),
+                                 full_split_eval=True, keep_snapshots=True)
+    return task, run
+
+
+def test_scan_loop_matches_a_python_loop(adam_run):
+    task, run = adam_run
+    curves = jax.device_get(run(jnp.float32(0.05), train_loop.seed_keys([3])))
+    init_key, train_key, _ = jax.random.split(jax.random.key(3), 3)
+    params = task.init(init_key)
+    tx = optax.adam(0.05)
+    state = tx.init(params)
+    losses = []
+    loss_and_grad = jax.jit(jax.value_and_grad(task.loss))
+    for step in range(STEPS):
+        batch = task.sample_batch(jax.random.fold_in(train_key, step), "train")
+        loss, grads = loss_and_grad(params, batch)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        losses.append(float(loss))
+    np.testing.assert_allclose(curves.train_loss[0], losses, rtol=1e-5, atol=1e-6)
+    final_valid = task.loss(params, task.full_split("valid"))
+    assert curves.evals["valid"]["loss"][0, -1] == pytest.approx(float(final_valid), rel=1e-5)
+    assert list(curves.eval_steps) == [0, 20, 40]
+
+
+def test_same_seed_reproduces_other_seeds_differ(adam_run):
+    _, run = adam_run
+    a = jax.device_get(run(jnp.float32(0.05), train_loop.seed_keys([0, 1])))
+    b = jax.device_get(run(jnp.float32(0.05), train_loop.seed_keys([0, 1])))
+    np.testing.assert_array_equal(a.train_loss, b.train_loss)
+    assert not np.allclose(a.train_loss[0], a.train_loss[1])
+    c = jax.device_get(run(jnp.float32(0.05), train_loop.seed_keys([1, 2])))
+    np.testing.assert_array_equal(a.train_loss[1], c.train_loss[0])  # seeds are independent
+
+
+def test_eval_fn_on_snapshots_agrees_with_the_loop_and_reads_test(adam_run):
+    task, run = adam_run
+    keys = train_loop.seed_keys([0, 1])
+    curves = run(jnp.float32(0.05), keys)
+    assert "test" not in set(task.requested_splits)
+    evals = train_loop.make_eval_fn(task, ("train", "valid", "test"), full_split_eval=True)(
+        curves.snapshots, keys)
+    np.testing.assert_allclose(evals["valid"]["loss"], curves.evals["valid"]["loss"], rtol=1e-6)
+    assert evals["test"]["accuracy"].shape == (2, 3)
+    assert float(evals["test"]["accuracy"][:, -1].mean()) > 0.7  # it learned something
+
+
+def test_loop_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        train_loop.make_run_fn(FakeTask(), optax.sgd, num_steps=30, eval_every=20)
+    with pytest.raises(ValueError, match="unknown eval split 'tst'"):
+        train_loop.make_run_fn(FakeTask(), optax.sgd, num_steps=20, eval_every=20,
+                               eval_splits=("tst",))
+
+
+# ---- the benchmark end to end on a tiny suite ------------------------------------------------
+
+
+def tiny_config():
+    config = ml_collections.ConfigDict({
+        "tasks": "", "heldout_families": "", "ood": False, "baselines": "sgd,adam",
+        "learned": "default:learned_adam", "lopt_init_seed": 0, "num_steps": STEPS,
+        "eval_every": EVAL_EVERY, "eval_batches": 1, "full_split_eval": True, "seeds": (0, 1),
+        "smoothing_window": 5, "curve_stride": 5,
+        "tuning": {"sampler": "grid", "grid_points": 2, "weight_decay_points": 1,
+                   "num_trials": 2, "seeds": (5, 6), "last_k": 1, "sampler_seed": 0}})
+    return config
+
+
+class RecordingTracker:
+    def __init__(self):
+        self.metrics, self.artifacts, self.params = [], [], {}
+
+    def log_params(self, params):
+        self.params.update(params)
+
+    def log_metrics(self, step, metrics):
+        self.metrics.append((step, dict(metrics)))
+
+    def log_artifact(self, path):
+        self.artifacts.append(str(path))
+
+    def finish(self):
+        pass
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_writes_a_valid_results_json(tmp_path, monkeypatch):
+    task = FakeTask(name="fake")
+    suite = [benchmark_suite.SuiteTask("fake/heldout0", task, "heldout", "fake_family")]
+    monkeypatch.setattr(benchmark_suite, "build_suite", lambda config: suite)
+    tracker = RecordingTracker()
+    results = benchmark.run_benchmark(tiny_config(), tmp_path, tracker)
+    paths = benchmark.write_results(results, tmp_path, tracker)
+    loaded = json.loads((tmp_path / "results.json").read_text())
+    benchmark.check_results_schema(loaded)
+    record = loaded["tasks"][0]
+    assert set(record["optimizers"]) == {"sgd", "adam", "learned_adam (untrained default)"}
+    assert record["optimizers"]["adam"]["speedup"]["speedup"] == 1.0
+    assert record["distribution"] == {"learned_adam (untrained default)": "not meta-trained"}
+    assert record["zero_rule_accuracy"] == task.dataset_info()["zero_rule_accuracy"]
+    adam = record["optimizers"]["adam"]
+    assert adam["tuning"]["num_trials"] == 2 and adam["final"]["test_loss"]["n"] == 2
+    assert adam["final"]["train_loss"]["mean"] < np.log(2)  # trained below chance level
+    assert (tmp_path / "optuna.db").exists()
+    assert {p.name for p in paths} >= {"results.json", "report.md", "speedup.png",
+                                       "curves_fake_heldout0.png"}
+    assert "fake/heldout0" in (tmp_path / "report.md").read_text()
+    assert len(tracker.artifacts) == len(paths) and tracker.metrics
+    broken = dict(loaded, tasks=[dict(record, optimizers={"adam": {"kind": "baseline"}})])
+    with pytest.raises(ValueError, match="optimizer adam: missing key"):
+        benchmark.check_results_schema(broken)
+
+
+def test_unknown_names_list_the_valid_ones():
+    config = ml_collections.ConfigDict({"tasks": "digits_mpl", "heldout_families": "",
+                                        "ood": False})
+    with pytest.raises(ValueError, match="valid tasks: .*digits_mlp"):
+        benchmark_suite.build_suite(config)
+    config.tasks, config.heldout_families = "", "nope"
+    with pytest.raises(ValueError, match="valid families: .*digits_mlp"):
+        benchmark_suite.build_suite(config)
+    with pytest.raises(ValueError, match="valid: .*mlp"):
+        benchmark_suite.resolve_learned("default:mpl", num_steps=10)
+    with pytest.raises(ValueError, match="KIND:NAME"):
+        benchmark_suite.resolve_learned("mlp", num_steps=10)
