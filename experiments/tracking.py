@@ -57,16 +57,17 @@ from experiments.run_records import (
     optimizer_identity,
 )
 from experiments.tracking_values import (
-    write_json_atomic,
     check_step,
     flatten_metrics,
     flatten_params,
     read_metrics,
     to_jsonable,
     to_scalar,
+    write_json_atomic,
 )
 
 BACKENDS: tuple[str, ...] = ("local", "tensorboard", "mlflow")
+RUN_STATUSES: tuple[str, ...] = ("finished", "failed")
 
 
 @runtime_checkable
@@ -79,7 +80,7 @@ class Tracker(Protocol):
 
     def log_artifact(self, path: str | os.PathLike) -> None: ...
 
-    def finish(self) -> None: ...
+    def finish(self, status: str = "finished") -> None: ...
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,8 +101,8 @@ class NullTracker:
     def log_artifact(self, path: str | os.PathLike) -> None:
         del path
 
-    def finish(self) -> None:
-        pass
+    def finish(self, status: str = "finished") -> None:
+        del status
 
     def __enter__(self):
         return self
@@ -245,14 +246,17 @@ class CompositeTracker:
     def log_artifact(self, path: str | os.PathLike) -> Any:
         return self._call("log_artifact", path)
 
-    def finish(self) -> None:
-        self._call("finish")
+    def finish(self, status: str = "finished") -> None:
+        """Close every backend; `status` ("finished" or "failed") goes to run.json / MLflow."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
+        self._call("finish", status)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.finish()
+    def __exit__(self, exc_type, *exc):
+        self.finish("failed" if exc_type is not None else "finished")
 
 
 def start_run(

@@ -104,7 +104,8 @@ class TensorBoardTracker:
     def log_artifact(self, path: str | os.PathLike) -> None:
         del path  # TensorBoard has no artifact store; the local backend keeps the copy.
 
-    def finish(self) -> None:
+    def finish(self, status: str = "finished") -> None:
+        del status
         self._events.close()
 
 
@@ -245,6 +246,7 @@ class MLflowTracker:
         else:
             self.client.log_artifact(self.run_id, str(path))
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = "finished") -> None:
+        """End the MLflow run as FINISHED (or FAILED for status="failed")."""
         self._wait_pending()
-        self.client.set_terminated(self.run_id, status)
+        self.client.set_terminated(self.run_id, "FAILED" if status == "failed" else "FINISHED")

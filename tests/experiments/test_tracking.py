@@ -146,7 +146,7 @@ class _BrokenBackend:
     def log_artifact(self, path):
         pass
 
-    def finish(self):
+    def finish(self, status="finished"):
         pass
 
 
@@ -161,6 +161,15 @@ def test_failing_optional_backend_warns_and_local_record_survives(tmp_path):
     tracker.finish()
     assert broken.calls == 1
     assert [r["loss"] for r in tracking.read_metrics(tmp_path)] == [1.0, 0.5]
+
+
+def test_exception_inside_run_marks_it_failed(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.start_run(tmp_path, collect_env=False) as tracker:
+            tracker.log_metrics(0, {"loss": 1.0})
+            raise RuntimeError("boom")
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
+    assert tracking.read_metrics(tmp_path)[0]["loss"] == 1.0
 
 
 def test_null_tracker_is_a_tracker():
