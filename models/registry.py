@@ -21,7 +21,9 @@ from models import datasets
 from models.families import FAMILIES
 from models.nets import CNN, MLP, Functional, ResMLP
 from models.synthetic import QuadraticTask, RosenbrockTask
-from models.tasks import SupervisedTask
+from models.tasks import LanguageModelTask, SupervisedTask
+from models.text_corpus import stdlib_corpus
+from models.transformer import TransformerLM
 
 
 def _classifier_task(name, data, make_module, batch_size, init_scale=1.0):
@@ -117,6 +119,21 @@ def mnist1d_cnn(channels=(32, 32, 32), activation="relu", batch_size=64):
     )
 
 
+def text_transformer(
+    seq_len=32, d_model=64, num_heads=4, num_layers=2, batch_size=16, remat=False,
+    remat_policy="full",
+):  # fmt: skip
+    """Causal pre-LN Transformer LM on the standard-library character corpus."""
+    corpus = stdlib_corpus()
+    net = Functional(
+        lambda rngs: TransformerLM(
+            corpus.vocab_size, seq_len, d_model=d_model, num_heads=num_heads,
+            num_layers=num_layers, remat=remat, remat_policy=remat_policy, rngs=rngs,
+        )
+    )  # fmt: skip
+    return LanguageModelTask("text_transformer", net, corpus, seq_len, batch_size)
+
+
 TASKS: dict[str, Callable] = {
     fn.__name__: fn
     for fn in (
@@ -129,6 +146,7 @@ TASKS: dict[str, Callable] = {
         digits_resmlp,
         mnist1d_mlp,
         mnist1d_cnn,
+        text_transformer,
     )
 }
 
@@ -178,7 +196,7 @@ def ood_suite() -> list[tuple[str, object]]:
     """Out-of-distribution tasks for evaluation only: no family samples any of them.
 
     Wider and deeper MLPs than any family's groups, other architectures (CNNs, residual MLP),
-    a non-quadratic synthetic problem and logistic regression (linear model).
+    a non-quadratic synthetic problem, logistic regression (linear model) and the transformer LM.
     """
     suite = [
         ("digits_mlp_wide", get_task("digits_mlp", hidden=(512,))),
@@ -189,8 +207,7 @@ def ood_suite() -> list[tuple[str, object]]:
         ("logistic", get_task("logistic")),
         ("rosenbrock", get_task("rosenbrock")),
     ]
-    if "text_transformer" in TASKS:
-        suite.append(("text_transformer", get_task("text_transformer")))
+    suite.append(("text_transformer", get_task("text_transformer")))
     return suite
 
 
