@@ -16,7 +16,8 @@ Outputs in the workdir (all logged through `experiments.tracking`): `results.jso
 results.json (schema_version 1):
   settings: num_steps, eval_every, eval_batches, seeds (final runs), smoothing_window,
             curve_stride, tuning (the TuningSpec), baselines, learned (specs).
-  wall_time_s: {"total", "tuning", "final_runs"}; device: str
+  wall_time_s: {"total", "compile" (one run function per task x optimizer), "tuning" (trials,
+               compile excluded), "final_runs_and_rest"}; device: str
   tasks: list of {
     label, origin ("named" | "heldout" | "ood"), family, num_params, dataset (task.dataset_info()
     or null), random_guess_accuracy, zero_rule_accuracy (test split; null if not classification),
@@ -183,6 +184,7 @@ def benchmark_task(suite_task, baselines, learned, config, workdir, tracker, pro
             tuning_s += time.perf_counter() - start
             progress.update(1)
             tx_args = {k: jnp.float32(v) for k, v in result.best_hparams.items()}
+            tracker.log_params({f"tuned/{suite_task.label}/{label}": result.best_hparams})
             extra = {"description": f"{label}, tuned on valid", "hparams": result.best_hparams,
                      "tuning": {"best_value": bm.finite_or_none(result.best_value),
                                 "num_trials": len(result.trials), "at_edge": result.at_edge,
@@ -210,6 +212,7 @@ def benchmark_task(suite_task, baselines, learned, config, workdir, tracker, pro
                     np.asarray(curves.evals[split]["loss"])[:, index]))
                 for split in FINAL_SPLITS})
     record["tuning_wall_s"] = tuning_s
+    record["compile_wall_s"] = sum(e["compile_s"] for e in record["optimizers"].values())
     return record
 
 
@@ -263,9 +266,10 @@ def run_benchmark(config, workdir, tracker) -> dict:
                                           tracker, progress))
     total_s = time.perf_counter() - start
     tuning_s = sum(r["tuning_wall_s"] for r in records)
+    compile_s = sum(r["compile_wall_s"] for r in records)
     return {
         "schema_version": SCHEMA_VERSION,
-        "command": " ".join(sys.argv),
+        "command": " ".join(["python -m experiments.benchmark", *sys.argv[1:]]),
         "device": str(jax.devices()[0].device_kind),
         "settings": {
             "num_steps": int(config.num_steps), "eval_every": int(config.eval_every),
@@ -275,7 +279,8 @@ def run_benchmark(config, workdir, tracker) -> dict:
             "curve_stride": int(config.curve_stride),
             "tuning": dataclasses.asdict(tuning_spec(config)),
             "baselines": baselines, "learned": benchmark_suite.parse_names(config.learned)},
-        "wall_time_s": {"total": total_s, "tuning": tuning_s, "final_runs": total_s - tuning_s},
+        "wall_time_s": {"total": total_s, "compile": compile_s, "tuning": tuning_s,
+                        "final_runs_and_rest": total_s - tuning_s - compile_s},
         "tasks": records,
         "summary": headline_summary(records, [s.label for s in learned]),
     }

@@ -89,7 +89,8 @@ def render_markdown(results) -> str:
         f"Tuning: {tuning['sampler']} search on the **validation** split, seeds "
         f"{tuning['seeds']}, objective = mean of the last {tuning['last_k']} valid losses "
         "(diverged = worst); the test split is read only by the final runs reported here.  ",
-        f"Wall time: {wall['total']:.0f} s in all ({wall['tuning']:.0f} s tuning).", "",
+        f"Wall time: {wall['total']:.0f} s in all: {wall['compile']:.0f} s compiling, "
+        f"{wall['tuning']:.0f} s of tuning trials.", "",
         "## Headline", "", headline_text(results).replace("\n", "  \n"), "",
         "## Meta-training distribution", "",
     ]

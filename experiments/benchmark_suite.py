@@ -8,7 +8,9 @@ Tasks come from three sources (any combination):
   * `config.ood`: `models.ood_suite()`, optionally filtered by `config.ood_names`.
 
 Learned optimizers are given as specs (`config.learned`, comma-separated):
-  * `pretrained:NAME`  shipped weights, `lo.load_pretrained(NAME)` (see `lo.list_pretrained()`);
+  * `pretrained:NAME`  shipped weights (`learned_opt.pretrained.list_pretrained()` lists them);
+  * `checkpoint:PATH`  a pretrained card (.json) or its weights (.msgpack) written anywhere, e.g.
+                       by `experiments.meta_train` into its workdir;
   * `default:ARCH`     architecture ARCH (`lo.list_lopts()`) with its *untrained* default theta
                        `lopt.init(key(config.lopt_init_seed))`, labelled "untrained default".
 They are never tuned per task.
@@ -19,14 +21,14 @@ They are never tuned per task.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 
 ORIGINS = ("named", "heldout", "ood")
-LEARNED_KINDS = ("pretrained", "default")
+LEARNED_KINDS = ("pretrained", "checkpoint", "default")
 
 
 class SuiteTask(NamedTuple):
@@ -122,22 +124,6 @@ def distribution_label(suite_task: SuiteTask, learned: LearnedSpec) -> str:
     return "out of distribution"
 
 
-def _accepts_keyword(fn: Callable, name: str) -> bool:
-    try:
-        parameters = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-
-
-def _card_of(lo, name: str) -> Mapping[str, Any]:
-    """The pretrained card called `name` from `lo.list_pretrained()` (cards or names)."""
-    for entry in lo.list_pretrained():
-        if isinstance(entry, Mapping) and entry.get("name") == name:
-            return entry
-    return {}
-
-
 def _families_of_card(card: Mapping[str, Any]) -> tuple[str, ...]:
     families = card.get("families", card.get("family", card.get("task_family", ())))
     if isinstance(families, str):
@@ -146,7 +132,8 @@ def _families_of_card(card: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def resolve_learned(spec: str, num_steps: int, init_seed: int = 0) -> LearnedSpec:
-    """A LearnedSpec from 'pretrained:NAME' or 'default:ARCH'; ValueError lists the choices."""
+    """A LearnedSpec from 'pretrained:NAME', 'checkpoint:PATH' or 'default:ARCH'; a ValueError
+    lists the choices (a corrupt or foreign weights file fails in `load_pretrained_theta`)."""
     import learned_opt as lo
 
     kind, _, name = spec.partition(":")
@@ -163,15 +150,20 @@ def resolve_learned(spec: str, num_steps: int, init_seed: int = 0) -> LearnedSpe
             lambda theta: lopt.optimizer(theta, num_steps=num_steps), theta, (),
             f"{name} with its untrained default theta (init seed {init_seed}); not meta-trained",
             {"architecture": lopt.config(), "init_seed": init_seed})
-    list_pretrained = getattr(lo, "list_pretrained", None)
-    if list_pretrained is None:
-        raise ValueError(f"{spec!r}: no pretrained learned optimizers are shipped in this checkout")
-    available = [e.get("name") if isinstance(e, Mapping) else e for e in list_pretrained()]
-    if name not in available:
-        raise ValueError(f"unknown pretrained learned optimizer {name!r}; valid: {available}")
-    load = lo.load_pretrained
-    tx = load(name, num_steps=num_steps) if _accepts_keyword(load, "num_steps") else load(name)
-    card = _card_of(lo, name)
-    # The shipped theta is baked into the transform as constants: one compile per task.
-    return LearnedSpec(name, kind, lambda _: tx, None, _families_of_card(card),
-                       f"pretrained {name}", dict(card))
+    from learned_opt import pretrained
+
+    if kind == "pretrained":
+        available = [card["name"] for card in pretrained.list_pretrained()]
+        if name not in available:
+            raise ValueError(f"unknown pretrained learned optimizer {name!r}; shipped: {available}")
+    elif not Path(name).is_file():
+        raise ValueError(f"checkpoint {name!r} is not a file (expected a pretrained card .json or "
+                         f"its .msgpack weights, as written by experiments.meta_train)")
+    lopt, theta, card = pretrained.load_pretrained_theta(name)
+    card_name = card.get("name", name)
+    label = card_name if kind == "pretrained" else f"{card_name} (checkpoint)"
+    return LearnedSpec(
+        label, kind, lambda theta: lopt.optimizer(theta, num_steps=num_steps), theta,
+        _families_of_card(card),
+        f"{kind} {card_name}: {lopt.name} meta-trained on {card.get('family', 'unknown family')}",
+        {k: v for k, v in card.items() if k not in ("config",)})

@@ -184,10 +184,18 @@ def _num_trials(baseline: Baseline, spec: TuningSpec) -> int:
     return spec.num_trials
 
 
-def _best_at_edge(baseline: Baseline, best: Mapping[str, float]) -> list[str]:
-    return [name for name, (low, high) in baseline.ranges.items()
-            if math.isclose(best[name], low, rel_tol=1e-6)
-            or math.isclose(best[name], high, rel_tol=1e-6)]
+def _best_at_edge(baseline: Baseline, spec: TuningSpec, best: Mapping[str, float]) -> list[str]:
+    """Hyperparameters whose best value sits in the outer 5% (log scale) of its range; a grid of
+    fewer than 3 points has only edges, so it is never flagged."""
+    grid = search_grid(baseline, spec)
+    flagged = []
+    for name, (low, high) in baseline.ranges.items():
+        if spec.sampler == "grid" and len(grid[name]) < 3:
+            continue
+        position = math.log(best[name] / low) / math.log(high / low)
+        if position <= 0.05 or position >= 0.95:
+            flagged.append(name)
+    return flagged
 
 
 def tune_baseline(
@@ -237,7 +245,7 @@ def tune_baseline(
     trials = [(dict(t.params), float(t.value)) for t in completed]
     best_params, best_value = min(trials, key=lambda item: item[1])
     return TuningResult(baseline.name, best_params, best_value, trials,
-                        _best_at_edge(baseline, best_params), full_name)
+                        _best_at_edge(baseline, spec, best_params), full_name)
 
 
 def tune_all(

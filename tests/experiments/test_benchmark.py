@@ -191,3 +191,25 @@ def test_unknown_names_list_the_valid_ones():
         benchmark_suite.resolve_learned("default:mpl", num_steps=10)
     with pytest.raises(ValueError, match="KIND:NAME"):
         benchmark_suite.resolve_learned("mlp", num_steps=10)
+
+
+def test_checkpoint_spec_knows_its_meta_training_family(tmp_path):
+    import learned_opt as lo
+    from learned_opt.pretrained import save_pretrained
+
+    lopt = lo.get_lopt("learned_adam")
+    card = save_pretrained(tmp_path, "la_digits", lopt, lopt.init(jax.random.key(1)),
+                           {"family": "digits_mlp"})
+    spec = benchmark_suite.resolve_learned(f"checkpoint:{card}", num_steps=STEPS)
+    assert spec.meta_families == ("digits_mlp",) and spec.label == "la_digits (checkpoint)"
+    heldout = benchmark_suite.SuiteTask("d/heldout0", FakeTask(), "heldout", "digits_mlp")
+    other = benchmark_suite.SuiteTask("m/heldout0", FakeTask(), "heldout", "mnist1d_mlp")
+    ood = benchmark_suite.SuiteTask("ood/x", FakeTask(), "ood", None)
+    labels = [benchmark_suite.distribution_label(t, spec) for t in (heldout, other, ood)]
+    assert labels == ["held-out task of meta-training family digits_mlp",
+                      "out of distribution", "out of distribution"]
+    (tmp_path / "la_digits.msgpack").write_bytes(b"not msgpack")
+    with pytest.raises(ValueError, match="corrupt"):
+        benchmark_suite.resolve_learned(f"checkpoint:{card}", num_steps=STEPS)
+    with pytest.raises(ValueError, match="is not a file"):
+        benchmark_suite.resolve_learned(f"checkpoint:{tmp_path / 'missing.json'}", num_steps=5)

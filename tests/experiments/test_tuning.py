@@ -79,6 +79,7 @@ def test_grid_finds_known_optimum_and_resumes_without_rerunning(tmp_path):
     other = tuning.tune_baseline(FakeTask(), "adam", small_spec(grid_points=2), storage=storage,
                                  study_name="s", run_fn=known_optimum_run(calls))
     assert other.study_name != first.study_name and len(calls) == 9
+    assert other.at_edge == []  # a 2-point grid has only edges: not flagged
 
 
 def test_diverged_trials_rank_worst():
