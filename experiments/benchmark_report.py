@@ -125,7 +125,10 @@ def render_markdown(results) -> str:
             "definition); 'not reached' means never within the budget (speedup undefined, below "
             "Adam's steps / budget). Diverged: a non-finite loss, or a final smoothed training "
             "loss above the initial one. ms/step: wall time of the jitted run over all seeds "
-            "(vmapped, validation evaluation included) / steps, compile excluded."]
+            "(vmapped, validation evaluation included) / steps, compile excluded. Baselines are "
+            "tuned for *validation* loss while speedup compares *training* loss, so a baseline "
+            "tuned for generalization can reach Adam's training target faster or slower than "
+            "its valid-loss rank suggests."]
     return "\n".join(out) + "\n"
 
 
