@@ -244,7 +244,12 @@ class CompositeTracker:
         self._call("log_metrics", check_step(step), flatten_metrics(metrics))
 
     def log_artifact(self, path: str | os.PathLike) -> Any:
-        return self._call("log_artifact", path)
+        """Copy into the workdir first; other backends get that lasting copy (the original may
+        be a temporary file, gone before a background logger reads it)."""
+        copy = self.trackers[0].log_artifact(path)
+        for tracker in list(self.trackers[1:]):
+            self._call_optional(tracker, "log_artifact", copy if copy is not None else path)
+        return copy
 
     def finish(self, status: str = "finished") -> None:
         """Close every backend; `status` ("finished" or "failed") goes to run.json / MLflow."""
@@ -312,7 +317,9 @@ def start_run(
             if backend == "tensorboard":
                 trackers.append(tracking_backends.TensorBoardTracker(local.workdir))
             elif backend == "mlflow":
-                trackers.append(tracking_backends.MLflowTracker(
+                from experiments.mlflow_process import MLflowProcessTracker
+
+                trackers.append(MLflowProcessTracker(
                     local.workdir, run_name=run_name, experiment_name=experiment_name
                 ))
         except Exception as error:  # noqa: BLE001 - the local record must survive

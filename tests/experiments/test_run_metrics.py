@@ -187,3 +187,42 @@ def test_fetch_to_host_matches_device_get_exactly():
     for got, want in zip(jax.tree.leaves(fetched), jax.tree.leaves(expected), strict=True):
         assert np.asarray(got).dtype == np.asarray(want).dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.slow  # compiles a real task with a learned optimizer (~5-10 s)
+def test_tracked_training_of_a_zoo_task_with_a_learned_optimizer(tmp_path):
+    """End to end with real components: digits MLP trained by MLPLOpt, logged and read back."""
+    import learned_opt as lo
+    import models
+
+    task = models.get_task("digits_mlp")
+    lopt = lo.MLPLOpt()
+    tx = lopt.optimizer(lopt.init(jax.random.key(0)), num_steps=30)
+
+    @jax.jit
+    def train_step(params, opt_state, key):
+        batch = task.sample_batch(key, "train")
+        loss, grads = jax.value_and_grad(task.loss)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+        metrics = {"loss": loss, **tracking.norm_metrics(grads, updates, params)}
+        return optax.apply_updates(params, updates), opt_state, metrics
+
+    tracker = tracking.start_run(tmp_path, config={"task": task.name}, collect_env=False)
+    tracker.log_params({"dataset": tracking.dataset_identity(task),
+                        "optimizer": tracking.optimizer_identity(lopt)})
+    params = task.init(jax.random.key(1))
+    opt_state = tx.init(params)
+    buffer = tracking.MetricsBuffer(tracker, every=10, num_steps=30, prefix="train/",
+                                    speed=tracking.SpeedMeter(examples_per_step=64))
+    for step, key in enumerate(jax.random.split(jax.random.key(2), 30)):
+        params, opt_state, metrics = train_step(params, opt_state, key)
+        buffer.add(step, metrics)
+    buffer.flush()
+    tracker.finish()
+    rows = tracking.read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [0, 10, 20, 29]
+    assert all(np.isfinite(r["train/loss"]) and r["train/update_grad_ratio"] > 0 for r in rows)
+    assert "train/grad_norm/hidden_layers/0/kernel" in rows[0]
+    assert rows[-1]["speed/examples_per_s"] > 0
+    params_json = (tmp_path / "params.json").read_text()
+    assert task.dataset_info()["fingerprint"] in params_json and '"mlp"' in params_json

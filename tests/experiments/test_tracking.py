@@ -237,6 +237,7 @@ def all_backends_run(tmp_path_factory):
     artifact = workdir.parent / "table.csv"
     artifact.write_text("a,b\n1,2\n")
     tracker.log_artifact(artifact)
+    artifact.unlink()  # a temporary file: the MLflow process must use the workdir's copy
     tracker.finish()
     return workdir
 
@@ -273,6 +274,8 @@ def test_mlflow_sqlite_store_read_back(all_backends_run):
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert artifacts == ["table.csv"]
     assert str(all_backends_run) in experiment.artifact_location
+    local_copy = client.download_artifacts(run.info.run_id, "table.csv", str(all_backends_run))
+    assert Path(local_copy).read_text() == "a,b\n1,2\n"
 
 
 def test_unreachable_mlflow_server_warns_fast_and_keeps_local_record(tmp_path, monkeypatch):
@@ -291,3 +294,20 @@ def test_unreachable_mlflow_server_warns_fast_and_keeps_local_record(tmp_path, m
     tracker.finish()
     assert tracking.read_metrics(tmp_path)[0]["loss"] == 1.0
     assert json.loads((tmp_path / "config.json").read_text()) == {"seed": 0}
+
+
+@pytest.mark.slow  # the MLflow child process imports mlflow (~5 s)
+def test_mlflow_process_failure_surfaces_as_warning_and_local_record_survives(tmp_path):
+    from experiments.mlflow_process import MLflowProcessTracker
+
+    bad_store = "no-such-scheme://store"  # MLflow has no store for this scheme
+    child = MLflowProcessTracker(tmp_path, tracking_uri=bad_store)
+    tracker = tracking.CompositeTracker([tracking.LocalTracker(tmp_path), child])
+    deadline = time.time() + 120
+    with pytest.warns(RuntimeWarning, match="could not start the MLflow run"):
+        while len(tracker.trackers) == 2 and time.time() < deadline:
+            tracker.log_metrics(0, {"loss": 1.0})
+            time.sleep(0.2)
+    assert tracker.trackers == tracker.trackers[:1]
+    tracker.finish()
+    assert tracking.read_metrics(tmp_path)[0]["loss"] == 1.0
