@@ -11,7 +11,8 @@ the bytes of their operands (the data one device puts into the collective).
 Operand sizes are derived from the printed result shapes (compiled HLO does not print operand
 shapes): an all-reduce or collective-permute result has its operand's size, an all-gather result
 is `group_size` operands, a reduce-scatter result is `1 / group_size` of its operand. Async pairs
-(`*-start` / `*-done`) are counted once, at `-start`.
+(`*-start` / `*-done`) are counted once, at `-start`. Collectives whose replica groups hold
+one device each (a psum over a size-1 mesh axis) move no data and are not counted.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def collective_stats(hlo_text: str) -> CommStats:
             continue
         op = match["op"]
         group = _group_size(line, num_partitions)
+        if group == 1 and op != "collective-permute":
+            continue  # a collective over one device (e.g. psum over a size-1 axis) moves nothing
         nbytes = _operand_bytes(op, bool(match["start"]), array_bytes(match["shape"]), group)
         counts[op][0] += 1
         counts[op][1] += nbytes

@@ -23,6 +23,7 @@ two hooks that the three ways of running it fill in:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -276,3 +277,58 @@ def make_tp_train_step(
         loss_fn, tx, mesh, axis_name=data_axis, param_shardings=shardings
     )
     return placed, opt_state, step
+
+
+# ----------------------------------------------------------------------------------------------
+# Any model's params by path rules (e.g. the flax Transformer of the task zoo)
+
+
+MEGATRON_RULES: tuple[tuple[str, P], ...] = (
+    (r"attn/qkv/kernel$", P(None, MODEL)), (r"attn/qkv/bias$", P(MODEL)),
+    (r"attn/out/kernel$", P(MODEL, None)),
+    (r"mlp/up/kernel$", P(None, MODEL)), (r"mlp/up/bias$", P(MODEL)),
+    (r"mlp/down/kernel$", P(MODEL, None)),
+)  # fmt: skip
+"""Megatron layout for param trees named like `models.transformer` (`blocks/0/attn/qkv/kernel`).
+A fused [q | k | v] kernel split by columns is not head-aligned, so XLA adds a little
+resharding there; the values are exact either way."""
+
+
+def path_name(path) -> str:
+    """`blocks/0/attn/qkv/kernel` for a jax key path."""
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def shardings_from_rules(
+    params: PyTree, mesh: Mesh, rules: tuple[tuple[str, P], ...] = MEGATRON_RULES
+) -> PyTree:
+    """NamedShardings chosen by the first rule whose regex matches a leaf's path (replicated
+    when none does); ValueError naming the leaf when a sharded dimension does not divide.
+
+        shardings = shardings_from_rules(task.init(key), mesh)
+        step = data_parallel.make_jit_train_step(task.loss, tx, mesh, param_shardings=shardings)
+    """
+
+    def one(path, leaf):
+        name = path_name(path)
+        spec = next((spec for pattern, spec in rules if re.search(pattern, name)), P())
+        for dim, axis in enumerate(spec):
+            if axis is None:
+                continue
+            size = axis_size(mesh, axis)
+            if jnp.shape(leaf)[dim] % size:
+                raise ValueError(
+                    f"{name}: dimension {dim} of shape {jnp.shape(leaf)} is not divisible by "
+                    f"the {axis!r} axis size {size}"
+                )
+        return NamedSharding(mesh, spec)
+
+    return jax.tree_util.tree_map_with_path(one, params)

@@ -50,5 +50,10 @@ def test_parses_tuple_shapes_iota_groups_and_async_starts():
 def test_no_collectives_on_one_device_and_unknown_dtype_is_an_error():
     stats = communication.communication_of(lambda x: x * 2, jnp.ones(3))
     assert stats.total_bytes == 0 and stats.total_count == 0
+    # A psum over a size-1 axis of a 2-D mesh moves nothing, whatever XLA prints for it.
+    mesh = mesh_lib.make_mesh({"data": 8, "model": 1})
+    fn = jax.jit(jax.shard_map(lambda x: jax.lax.psum(x, "model"), mesh=mesh,
+                               in_specs=P("data"), out_specs=P("data")))
+    assert communication.communication_of(fn, jnp.ones((8, 3))).total_bytes == 0
     with pytest.raises(ValueError, match="unknown HLO dtype 'q7'"):
         communication.array_bytes("q7[3]")
