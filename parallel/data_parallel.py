@@ -244,7 +244,8 @@ def make_jit_train_step(
     def jitted_for(params, opt_state):
         p_shard = param_shardings or jax.tree.map(lambda _: replicated, params)
         s_shard = jax.tree.map(_sharding_or(replicated), opt_state)
-        key = (jax.tree.structure(params), jax.tree.structure(opt_state), str(s_shard))
+        key = (jax.tree.structure(params), jax.tree.structure(opt_state),
+               tuple(jax.tree.leaves(s_shard)))
         if key not in compiled:
             compiled[key] = jax.jit(
                 step,
