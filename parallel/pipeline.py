@@ -31,29 +31,28 @@ stages than the last are masked out); keep expensive heads out of `loss_fn` when
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh
 
+from parallel import pipeline_stages as stages
 from parallel import remat
-from parallel.pipeline_schedule import (
-    GPIPE,
-    SCHEDULES,
-    backward_microbatch_1f1b,
-    check_schedule,
-    forward_microbatch,
-    num_ticks,
-    stash_size_1f1b,
-)
+from parallel.pipeline_schedule import GPIPE, SCHEDULES, check_schedule
 
 PyTree = Any
 
-__all__ = ["SCHEDULES", "apply", "num_stages_of", "sequential_apply", "sequential_reference",
-           "value_and_grad"]
+__all__ = [
+    "SCHEDULES",
+    "apply",
+    "num_stages_of",
+    "sequential_apply",
+    "sequential_reference",
+    "value_and_grad",
+    "value_and_grad_with_head",
+]
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -103,79 +102,11 @@ def _check_call(stage_params, inputs, mesh: Mesh, stage_axis: str, num_microbatc
     return num_stages
 
 
-# ----------------------------------------------------------------------------- micro-batches
-
-
-def _split(tree: PyTree, num_microbatches: int) -> PyTree:
-    """[B, ...] -> [B/m, m, ...]: micro-batch i is `[:, i]`, examples i, i+m, i+2m, ...
-
-    A reshape only (no copy of the batch). Strided, so that a batch sharded over `data` in
-    contiguous blocks stays sharded inside each micro-batch.
-    """
-    return jax.tree.map(
-        lambda x: x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:]), tree
-    )
-
-
-def _microbatch(split_tree: PyTree, index) -> PyTree:
-    """Micro-batch `index` of a `_split` tree."""
-    return jax.tree.map(
-        lambda x: jax.lax.dynamic_index_in_dim(x, index, 1, keepdims=False), split_tree
-    )
-
-
-def _merge(tree: PyTree) -> PyTree:
-    """Micro-batch outputs stacked [m, B/m, ...] -> [B, ...] in the order of the batch."""
-    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:]), tree)
-
-
-def _take(tree: PyTree, index) -> PyTree:
-    return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, 0, keepdims=False), tree)
-
-
-def _where(pred, on_true: PyTree, on_false: PyTree) -> PyTree:
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
-def _ring(num_stages: int, shift: int) -> list[tuple[int, int]]:
-    # A ring, not a line: what wraps around (last -> first) is never read, and a ring keeps
-    # every device sending and receiving one buffer per tick.
-    return [(s, (s + shift) % num_stages) for s in range(num_stages)]
-
-
-def _varying(x, axis):
-    return jax.lax.pcast(x, (axis,), to="varying")
-
-
 def _stage_fn_with_remat(stage_fn: Callable, remat_policy: str | None) -> Callable:
     return stage_fn if remat_policy is None else remat.checkpoint(stage_fn, remat_policy)
 
 
-# ----------------------------------------------------------------------------- GPipe
-
-
-def _gpipe_stage_program(stage_fn, num_stages, num_microbatches, stage_axis):
-    """Body run by each stage under shard_map: the forward scan; returns its ticks' outputs."""
-
-    def program(stage_params, inputs_mb):
-        params = jax.tree.map(lambda a: a[0], stage_params)  # this device's stage
-        stage = jax.lax.axis_index(stage_axis)
-        inputs_mb = jax.lax.pcast(inputs_mb, (stage_axis,), to="varying")
-        received = jax.tree.map(lambda x: jnp.zeros_like(x[:, 0]), inputs_mb)
-
-        def tick(received, t):
-            microbatch = jnp.clip(forward_microbatch(t, stage), 0, num_microbatches - 1)
-            x = _where(stage == 0, _microbatch(inputs_mb, microbatch), received)
-            y = stage_fn(params, x)
-            return jax.lax.ppermute(y, stage_axis, _ring(num_stages, 1)), y
-
-        ticks = jnp.arange(num_ticks(GPIPE, num_stages, num_microbatches))
-        _, outputs = jax.lax.scan(tick, received, ticks)
-        # The last stage finishes micro-batch i at tick i + p - 1.
-        outputs = jax.tree.map(lambda y: y[num_stages - 1 :], outputs)
-        return jax.tree.map(lambda y: y[None], outputs)
-
-    return program
+# ----------------------------------------------------------------------------- public API
 
 
 def apply(
@@ -209,109 +140,12 @@ def apply(
       y = apply(block, stacked_params, x, mesh=mesh, num_microbatches=4)
     """
     num_stages = _check_call(stage_params, inputs, mesh, stage_axis, num_microbatches)
-    stage_fn = _stage_fn_with_remat(stage_fn, remat_policy)
-    program = _gpipe_stage_program(stage_fn, num_stages, num_microbatches, stage_axis)
-    pipelined = jax.shard_map(
-        program,
-        mesh=mesh,
-        in_specs=(PartitionSpec(stage_axis), PartitionSpec()),
-        out_specs=PartitionSpec(stage_axis),
-        axis_names={stage_axis},
+    forward = stages.gpipe_forward(
+        _stage_fn_with_remat(stage_fn, remat_policy), mesh=mesh, stage_axis=stage_axis,
+        num_stages=num_stages, num_microbatches=num_microbatches,
     )
-    outputs = pipelined(stage_params, _split(inputs, num_microbatches))
-    return _merge(jax.tree.map(lambda y: y[num_stages - 1], outputs))
-
-
-# ----------------------------------------------------------------------------- 1F1B
-
-
-def _one_f_one_b_stage_program(stage_fn, loss_fn, num_stages, num_microbatches, stage_axis):
-    """Body run by each stage under shard_map: the 1F1B scan; returns (loss, stage grads)."""
-    stash_size = stash_size_1f1b(num_stages)
-    last = num_stages - 1
-
-    def stage_and_loss(params, x, targets):
-        y = stage_fn(params, x)
-        return y, loss_fn(y, targets) / num_microbatches
-
-    def program(stage_params, inputs_mb, targets_mb):
-        params = jax.tree.map(lambda a: a[0], stage_params)
-        stage = jax.lax.axis_index(stage_axis)
-        inputs_mb, targets_mb = jax.lax.pcast((inputs_mb, targets_mb), (stage_axis,), to="varying")
-        zeros_like_x = jax.tree.map(lambda x: jnp.zeros_like(x[:, 0]), inputs_mb)
-        stash = jax.tree.map(
-            lambda x: _varying(jnp.zeros((stash_size, *x.shape), x.dtype), stage_axis),
-            zeros_like_x,
-        )
-        carry = (  # every component stage-varying, as the scan body's outputs are
-            zeros_like_x,  # activation received from the previous stage
-            zeros_like_x,  # cotangent received from the next stage
-            stash,  # inputs of micro-batches forwarded but not yet backwarded
-            jax.tree.map(jnp.zeros_like, params),  # gradient accumulator
-            _varying(jnp.zeros((), jnp.float32), stage_axis),  # loss (last stage only)
-        )
-
-        def tick(carry, t):
-            received_x, received_g, stash, grads, loss = carry
-            # Forward slot: stage 0 reads the batch, the others what their neighbour sent.
-            fwd_mb = forward_microbatch(t, stage)
-            x = _where(
-                stage == 0,
-                _microbatch(inputs_mb, jnp.clip(fwd_mb, 0, num_microbatches - 1)),
-                received_x,
-            )
-            y = stage_fn(params, x)
-            # Unconditional write is safe: the slot's previous micro-batch finished its backward
-            # (see stash_size_1f1b), and out-of-range micro-batches land in unused slots.
-            stash = jax.tree.map(
-                lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, fwd_mb % stash_size, 0),
-                stash,
-                x,
-            )
-            # Backward slot: recompute the stage from its stored input, pull back the cotangent
-            # (the loss's, on the last stage; the next stage's, elsewhere).
-            bwd_mb = backward_microbatch_1f1b(t, stage, num_stages)
-            active = (bwd_mb >= 0) & (bwd_mb < num_microbatches)
-            x_bwd = _take(stash, bwd_mb % stash_size)
-            targets = _microbatch(targets_mb, jnp.clip(bwd_mb, 0, num_microbatches - 1))
-            (_, mb_loss), pullback = jax.vjp(
-                functools.partial(stage_and_loss, targets=targets), params, x_bwd
-            )
-            g_out = _where(active & (stage != last), received_g, jax.tree.map(jnp.zeros_like, y))
-            g_loss = jnp.where(active & (stage == last), 1.0, 0.0).astype(mb_loss.dtype)
-            d_params, d_x = pullback((g_out, g_loss))
-            grads = jax.tree.map(lambda a, d: a + jnp.where(active, d, 0), grads, d_params)
-            loss = loss + jnp.where(active & (stage == last), mb_loss, 0).astype(loss.dtype)
-            d_x = _where(active, d_x, jax.tree.map(jnp.zeros_like, d_x))
-            sent_x = jax.lax.ppermute(y, stage_axis, _ring(num_stages, 1))
-            sent_g = jax.lax.ppermute(d_x, stage_axis, _ring(num_stages, -1))
-            return (sent_x, sent_g, stash, grads, loss), None
-
-        ticks = jnp.arange(num_ticks("1f1b", num_stages, num_microbatches))
-        (_, _, _, grads, loss), _ = jax.lax.scan(tick, carry, ticks)
-        return jax.lax.psum(loss, stage_axis), jax.tree.map(lambda g: g[None], grads)
-
-    return program
-
-
-def _one_f_one_b(stage_fn, loss_fn, stage_params, inputs, targets, *, mesh, stage_axis,
-                 num_stages, num_microbatches):
-    program = _one_f_one_b_stage_program(
-        stage_fn, loss_fn, num_stages, num_microbatches, stage_axis
-    )
-    pipelined = jax.shard_map(
-        program,
-        mesh=mesh,
-        in_specs=(PartitionSpec(stage_axis), PartitionSpec(), PartitionSpec()),
-        out_specs=(PartitionSpec(), PartitionSpec(stage_axis)),
-        axis_names={stage_axis},
-    )
-    return pipelined(
-        stage_params, _split(inputs, num_microbatches), _split(targets, num_microbatches)
-    )
-
-
-# ----------------------------------------------------------------------------- public API
+    outputs = forward(stage_params, stages.split_microbatches(inputs, num_microbatches))
+    return stages.merge_microbatches(outputs)
 
 
 def value_and_grad(
@@ -352,20 +186,71 @@ def value_and_grad(
                                        num_microbatches=8, schedule="1f1b"))
       loss, grads = step(stacked_params, x, y)
     """
+    loss, (grads, _, _) = value_and_grad_with_head(
+        stage_fn, lambda _, outputs, targets: loss_fn(outputs, targets), stage_params, (),
+        inputs, targets, mesh=mesh, stage_axis=stage_axis, num_microbatches=num_microbatches,
+        schedule=schedule, remat_policy=remat_policy, with_input_grads=False,
+    )
+    return loss, grads
+
+
+def value_and_grad_with_head(
+    stage_fn: Callable[[PyTree, PyTree], PyTree],
+    head_loss_fn: Callable[[PyTree, PyTree, PyTree], jax.Array],
+    stage_params: PyTree,
+    head_params: PyTree,
+    inputs: PyTree,
+    targets: PyTree,
+    *,
+    mesh: Mesh,
+    stage_axis: str = "stage",
+    num_microbatches: int,
+    schedule: str = GPIPE,
+    remat_policy: str | None = None,
+    with_input_grads: bool = True,
+) -> tuple[jax.Array, tuple[PyTree, PyTree, PyTree | None]]:
+    """`value_and_grad` for a whole model: a trainable head in the loss, and input cotangents.
+
+    The loss is `head_loss_fn(head_params, outputs_of_the_last_stage, targets)` (a mean over the
+    batch, e.g. final norm + unembedding + cross-entropy); `head_params` are replicated over the
+    stage axis. The cotangent of `inputs` lets the caller pull gradients back into whatever
+    produced them (an embedding, run data-parallel before the pipeline):
+
+        x, embed_pullback = jax.vjp(lambda e: e[tokens], embedding)
+        loss, (g_stages, g_head, g_x) = value_and_grad_with_head(
+            blocks, lm_loss, stacked_blocks, head, x, labels, mesh=mesh, num_microbatches=8,
+            schedule="1f1b")
+        (g_embedding,) = embed_pullback(g_x)
+
+    Returns:
+      `(loss, (stage_grads, head_grads, input_grads))`, `input_grads` None when
+      `with_input_grads` is False (1F1B then keeps no buffer for them).
+    """
     check_schedule(schedule)
     num_stages = _check_call(stage_params, inputs, mesh, stage_axis, num_microbatches)
+    stage_fn = _stage_fn_with_remat(stage_fn, remat_policy)
     if schedule == GPIPE:
-        def loss_of(params):
-            outputs = apply(stage_fn, params, inputs, mesh=mesh, stage_axis=stage_axis,
-                            num_microbatches=num_microbatches, remat_policy=remat_policy)
-            return loss_fn(outputs, targets)
+        forward = stages.gpipe_forward(stage_fn, mesh=mesh, stage_axis=stage_axis,
+                                       num_stages=num_stages, num_microbatches=num_microbatches)
 
-        return jax.value_and_grad(loss_of)(stage_params)
-    return _one_f_one_b(
-        _stage_fn_with_remat(stage_fn, remat_policy), loss_fn, stage_params, inputs, targets,
-        mesh=mesh, stage_axis=stage_axis, num_stages=num_stages,
-        num_microbatches=num_microbatches,
+        def loss_of(params, head_params, inputs):
+            outputs_mb = forward(params, stages.split_microbatches(inputs, num_microbatches))
+            return head_loss_fn(head_params, stages.merge_microbatches(outputs_mb), targets)
+
+        argnums = (0, 1, 2) if with_input_grads else (0, 1)
+        loss, grads = jax.value_and_grad(loss_of, argnums)(stage_params, head_params, inputs)
+        return loss, (grads[0], grads[1], grads[2] if with_input_grads else None)
+    pipelined = stages.one_f_one_b(
+        stage_fn, head_loss_fn, mesh=mesh, stage_axis=stage_axis, num_stages=num_stages,
+        num_microbatches=num_microbatches, with_input_grads=with_input_grads,
     )
+    loss, grads, head_grads, input_grads_mb = pipelined(
+        stage_params, head_params, stages.split_microbatches(inputs, num_microbatches),
+        stages.split_microbatches(targets, num_microbatches),
+    )
+    if with_input_grads:
+        input_grads_mb = stages.merge_microbatches(input_grads_mb)
+    return loss, (grads, head_grads, input_grads_mb)
 
 
 def sequential_apply(stage_fn: Callable, stage_params: PyTree, inputs: PyTree) -> PyTree:
