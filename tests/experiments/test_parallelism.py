@@ -16,7 +16,9 @@ def tiny_config(mode):
     config.dp.optimizers = ("adam",)
     config.dp.num_steps = 2
     config.dp.batch_size = 16
+    config.dp.task = "logistic"  # the smallest zoo task: the script's wiring is under test here
     a = config.async_sgd
+    a.task = "logistic"
     a.num_workers, a.sync_workers, a.wall_clock_budget = (2,), 2, 4.0
     a.fixed_staleness, a.fixed_updates = (2,), 10
     return config
