@@ -8,8 +8,10 @@ Both loops run the same compiled step (it always returns its metrics: loss and
 them in one `jax.device_get` every `log_every` steps and writes them through the trackers of
 each variant ("local", "local+tensorboard", ...). Variants are interleaved within each repeat so
 machine-load drift hits all alike. Reported per variant, as ratios to "off": median wall
-time, minimum wall time (least disturbed by other load) and median process CPU time; all
-in `workdir/results.json`.
+time, minimum wall time (least disturbed by other load) and median process CPU time. Also
+the host time of one log call measured in isolation (min of 3 x 300 calls), and the
+overhead it implies at the measured step time, which load from other processes disturbs far
+less than the loop A/B. All in `workdir/results.json`.
 """
 
 from __future__ import annotations
@@ -87,6 +89,30 @@ def run_loop(step_fn, params, opt_state, batch, num_steps, buffer=None) -> tuple
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
+def host_seconds_per_log(step_fn, params, opt_state, batch, variant: str, workdir: Path,
+                         num_logs: int = 300) -> float:
+    """Host time of one log call (pack, fetch, write) on metrics already computed.
+
+    Isolated from the training loop, so other load on the machine disturbs it far less than
+    the A/B loop times; expected loop overhead ~= this / (log_every * step time).
+    """
+    _, _, metrics = step_fn(params, opt_state, *batch)
+    jax.block_until_ready(metrics)
+    tracker = tracking.start_run(workdir / "runs" / f"{variant}_per_log",
+                                 backends=tuple(variant.split("+")), collect_env=False)
+    buffer = tracking.MetricsBuffer(tracker, every=1)
+    buffer.add(0, metrics)  # first row (synchronous) and compile of the packing function
+    seconds = 0.0
+    for step in range(1, num_logs + 1):
+        time.sleep(0.002)  # in a loop, the lagged copy completes while later steps run
+        start = time.perf_counter()
+        buffer.add(step, metrics)
+        seconds += time.perf_counter() - start
+    buffer.flush()
+    tracker.finish()
+    return seconds / num_logs
+
+
 def benchmark(config, workdir: Path) -> dict:
     step_fn, params, opt_state, batch = make_train_step(config)
     run_loop(step_fn, params, opt_state, batch, 3)  # compile once, outside every timing
@@ -107,6 +133,10 @@ def benchmark(config, workdir: Path) -> dict:
             if tracker is not None:
                 tracker.finish()  # outside the timing: closing files / the run is once per run
     median = {v: statistics.median(t) for v, t in wall.items()}
+    per_log_us = {v: 1e6 * min(host_seconds_per_log(step_fn, params, opt_state, batch, v,
+                                                    workdir) for _ in range(3))
+                  for v in variants if v != "off"}
+    step_s = min(wall["off"]) / config.num_steps
     return {
         "device": str(jax.devices()[0]), "backend": jax.default_backend(),
         "num_steps": config.num_steps, "log_every": config.log_every, "repeats": config.repeats,
@@ -117,6 +147,9 @@ def benchmark(config, workdir: Path) -> dict:
         "ratio_to_off_median_cpu": {v: statistics.median(cpu[v]) / statistics.median(cpu["off"])
                                     for v in variants},
         "step_ms_off_median": 1000 * median["off"] / config.num_steps,
+        "host_us_per_log_min_of_3": per_log_us,
+        "expected_overhead_from_per_log_cost": {
+            v: us * 1e-6 / (config.log_every * step_s) for v, us in per_log_us.items()},
         "wall_s": wall, "cpu_s": cpu,
     }
 
@@ -137,6 +170,9 @@ def main(argv):
               f"{results['ratio_to_off_median_wall'][variant]:17.3f} | "
               f"{results['ratio_to_off_min_wall'][variant]:8.3f} | "
               f"{results['ratio_to_off_median_cpu'][variant]:10.3f}")
+    for variant, us in results["host_us_per_log_min_of_3"].items():
+        print(f"{variant:>28}: {us:.0f} us host time per log call -> expected overhead "
+              f"{results['expected_overhead_from_per_log_cost'][variant]:.1%} at this step time")
     print(f"step time (off, median): {results['step_ms_off_median']:.3f} ms on "
           f"{results['device']}; {results['metrics_per_log']} metrics per log")
 

@@ -282,7 +282,8 @@ def start_run(
       backends: any of "local", "tensorboard", "mlflow" ("local" is always on).
       run_name: name shown by TensorBoard / MLflow (default: the workdir's name).
       experiment_name: MLflow experiment.
-      collect_env: record `experiments.envinfo.collect()` (git, packages, devices).
+      collect_env: record `experiments.envinfo.collect()` (git, packages, devices). This
+        starts the JAX backend: set JAX config (device count, platforms) before start_run.
 
     Returns:
       A CompositeTracker whose first backend is the LocalTracker.
