@@ -7,7 +7,10 @@ stages like an assembly line. Stages live on the `stage` axis of a mesh; `jax.sh
 manual over that axis only, so other axes (`data`, `model`) stay automatic and follow the
 shardings of the arguments. Each schedule is a `lax.scan` over ticks in which every stage runs
 its stage, then hands its activation to the next stage with one `lax.ppermute`
-(see `parallel.pipeline_schedule` for the tables and their bubbles).
+(`parallel.pipeline_schedule`: the tables and their bubbles; `parallel.pipeline_stages`: the
+programs each stage runs). Idle stages compute on placeholders and mask the results, because
+devices running different branches of a `lax.cond` deadlock on the collectives of the
+automatic axes.
 
   gpipe  a forward scan over m+p-1 ticks; its backward is `jax.grad` of that scan (so `apply`
          is differentiable by any JAX transformation). Activations of all micro-batches are
@@ -21,12 +24,16 @@ its stage, then hands its activation to the next stage with one `lax.ppermute`
     loss, grads = pipeline.value_and_grad(stage_fn, loss_fn, stage_params, inputs, targets,
                                           mesh=mesh, num_microbatches=8, schedule="1f1b")
     outputs = pipeline.apply(stage_fn, stage_params, inputs, mesh=mesh, num_microbatches=8)
+    # a whole model: a trainable head inside the loss, cotangents of the inputs for the embedding
+    loss, (g_stages, g_head, g_inputs) = pipeline.value_and_grad_with_head(
+        stage_fn, head_loss_fn, stage_params, head_params, inputs, targets, mesh=mesh, ...)
 
 `loss_fn(outputs, targets)` must be a mean over the examples of the batch: micro-batches are
 equal-sized, so the mean of micro-batch losses is the full-batch loss. Micro-batch i holds
 examples i, i+m, i+2m, ... so that a batch sharded over `data` stays sharded within every
 micro-batch. Every stage evaluates the loss head on its micro-batch each tick (results of other
-stages than the last are masked out); keep expensive heads out of `loss_fn` when that matters.
+stages than the last are masked out) under 1F1B; keep expensive heads out of `loss_fn` when
+that matters.
 """
 
 from __future__ import annotations
