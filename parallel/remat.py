@@ -397,6 +397,16 @@ def _depth(stacked_params: Any) -> int:
     return depths.pop()
 
 
+def default_segment_length(depth: int) -> int:
+    """The divisor of `depth` nearest sqrt(depth) (within a factor 2), so no remainder segment
+    is needed; round(sqrt(depth)) when there is none (e.g. a prime depth)."""
+    root = math.sqrt(depth)
+    divisors = [k for k in range(1, depth + 1) if depth % k == 0 and root / 2 <= k <= 2 * root]
+    if divisors:
+        return min(divisors, key=lambda k: abs(math.log(k / root)))
+    return max(1, round(root))
+
+
 def sqrt_scan(
     layer_fn: Callable[[Any, Any], Any],
     carry: Any,
@@ -420,7 +430,7 @@ def sqrt_scan(
       layer_fn: `(carry, layer_params) -> carry`.
       carry: the input of the first layer (any pytree).
       stacked_params: pytree whose leaves have a leading depth axis L.
-      segment_length: layers per segment (default round(sqrt(L))).
+      segment_length: layers per segment (default: `default_segment_length(L)` ~ sqrt(L)).
       inner_policy: remat policy of each layer inside a segment (default "none").
 
     Returns:
@@ -431,7 +441,7 @@ def sqrt_scan(
     """
     depth = _depth(stacked_params)
     if segment_length is None:
-        segment_length = max(1, round(math.sqrt(depth)))
+        segment_length = default_segment_length(depth)
     if not 1 <= segment_length <= depth:
         raise ValueError(f"segment_length must be in [1, depth={depth}], got {segment_length}")
     num_segments, remainder = divmod(depth, segment_length)

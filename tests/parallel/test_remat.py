@@ -385,3 +385,8 @@ def test_zoo_transformer_gradients_and_residuals_under_policies(zoo_transformer)
         for p in ("none", "dots", "full")
     }
     assert saved["none"] > saved["dots"] > saved["full"], saved
+
+
+def test_default_segment_length_prefers_divisors_near_sqrt():
+    assert [remat.default_segment_length(d) for d in (16, 32, 128, 256)] == [4, 8, 16, 16]
+    assert remat.default_segment_length(7) == 3  # prime: round(sqrt), with a remainder segment
