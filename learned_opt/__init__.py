@@ -7,12 +7,18 @@
 """
 
 from learned_opt import features, tasks
+from learned_opt.adafac_mlp_lopt import AdafacMLPLOpt
 from learned_opt.base import LearnedOptimizer, LOptState, get_lopt, list_lopts
+from learned_opt.hyper_lopt import HyperLOpt
 from learned_opt.learned_adam import LearnedAdam
+from learned_opt.lstm_lopt import LSTMLOpt
 from learned_opt.mlp_lopt import MLPLOpt
 
 __all__ = [
+    "AdafacMLPLOpt",
+    "HyperLOpt",
     "LOptState",
+    "LSTMLOpt",
     "LearnedAdam",
     "LearnedOptimizer",
     "MLPLOpt",

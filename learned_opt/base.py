@@ -24,7 +24,8 @@ identically for every architecture:
   term `-wd * nominal_step_size * param` (AdamW's convention) before clipping.
 * **Non-finite gradients**: an entry whose gradient is NaN/Inf gets a zero update and its
   per-parameter state entries stay unchanged; state that is shared by a whole tensor (Adafactor
-  rows/columns, per-tensor LSTMs) is left unchanged for a tensor with any non-finite entry. The
+  rows/columns, per-tensor LSTMs: `per_tensor_fields`) is left unchanged for a tensor with any
+  non-finite entry. The
   step counter still advances. So NaN/Inf never reaches params or state.
 * **Dtypes**: params and grads may be float32, bfloat16 or float16; all arithmetic runs in
   float32, state is float32 (an EMA with decay 0.999 stalls in bfloat16), updates come back in
@@ -91,6 +92,9 @@ class LearnedOptimizer(abc.ABC):
     name: ClassVar[str] = ""               # set by @register
     needs_value: ClassVar[bool] = False     # update needs value= (the loss)
     needs_num_steps: ClassVar[bool] = False  # optimizer() needs num_steps
+    # Leaf-state fields shared by a whole tensor (not one value per entry): a tensor with any
+    # non-finite gradient entry leaves them unchanged.
+    per_tensor_fields: ClassVar[tuple[str, ...]] = ()
 
     # ---- what an architecture implements -------------------------------------------------
 
@@ -236,8 +240,10 @@ class LearnedOptimizer(abc.ABC):
         update = jnp.where(finite, delta, 0.0).astype(p_raw.dtype)
         all_finite = jnp.all(finite)
         kept = []
-        for old, new in zip(leaf, new_leaf, strict=True):
-            if old.shape == g.shape:
+        for field, old, new in zip(leaf._fields, leaf, new_leaf, strict=True):
+            if field in self.per_tensor_fields:
+                kept.append(jnp.where(all_finite, new, old))
+            elif old.shape == g.shape:
                 kept.append(jnp.where(finite, new, old))
             elif old.shape[:-1] == g.shape:
                 kept.append(jnp.where(finite[..., None], new, old))

@@ -64,8 +64,8 @@ class LearnedAdam(LearnedOptimizer):
         return theta
 
     def init_leaf(self, p: jax.Array) -> AdamLeaf:
-        zeros = jnp.zeros_like(p, jnp.float32)
-        return AdamLeaf(zeros, zeros)
+        # Two separate buffers, so a caller may donate the state.
+        return AdamLeaf(jnp.zeros_like(p, jnp.float32), jnp.zeros_like(p, jnp.float32))
 
     def nominal_step_size(self, theta: Theta) -> jax.Array:
         return jnp.exp(theta["log_lr"])

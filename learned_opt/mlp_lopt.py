@@ -44,15 +44,14 @@ class MLPLOpt(LearnedOptimizer):
     """Per-parameter MLP over momenta / second-moment features.
 
     Attributes:
-      hidden_size, num_hidden_layers: the per-parameter network.
+      hidden_size: hidden units of the per-parameter network (one ReLU layer).
       momentum_decays: decays of the momenta (one feature each).
       second_moment_decay: decay of the second moment that normalizes them.
       step_mult, exp_mult: output scaling (see module docstring).
       eps: added to sqrt(second moment).
     """
 
-    hidden_size: int = 32
-    num_hidden_layers: int = 1
+    hidden_size: int = 16
     momentum_decays: tuple[float, ...] = (0.5, 0.9, 0.99)
     second_moment_decay: float = 0.999
     step_mult: float = 1e-3
@@ -65,8 +64,7 @@ class MLPLOpt(LearnedOptimizer):
         return 3 + len(self.momentum_decays)
 
     def init_theta(self, key: jax.Array) -> Theta:
-        theta = nets.mlp_init(key, self.num_features, _NUM_GLOBAL, self.hidden_size,
-                              self.num_hidden_layers, 2)
+        theta = nets.mlp_init(key, self.num_features, _NUM_GLOBAL, self.hidden_size, 2)
         adam_like = 1 + min(range(len(self.momentum_decays)),
                             key=lambda i: abs(self.momentum_decays[i] - 0.9))
         theta["w_skip"] = jnp.zeros((self.num_features,), jnp.float32).at[adam_like].set(1.0)
@@ -74,8 +72,8 @@ class MLPLOpt(LearnedOptimizer):
 
     def init_leaf(self, p: jax.Array) -> MLPLeaf:
         zeros = jnp.zeros_like(p, jnp.float32)
-        return MLPLeaf(jnp.broadcast_to(zeros[..., None], p.shape + (len(self.momentum_decays),)),
-                       zeros)
+        momenta = jnp.broadcast_to(zeros[..., None], p.shape + (len(self.momentum_decays),))
+        return MLPLeaf(momenta, jnp.zeros_like(p, jnp.float32))
 
     def nominal_step_size(self, theta: Theta) -> jax.Array:
         return jnp.asarray(self.step_mult, jnp.float32)
@@ -91,15 +89,13 @@ class MLPLOpt(LearnedOptimizer):
         r = F.rsqrt_eps(nu * nu_bc, self.eps)
         p_rms = F.tensor_rms(p, 1e-8)
         g_rms = F.tensor_rms(g, 1e-12)
-        x = jnp.concatenate([
-            (g * r)[..., None],
-            momenta * momentum_bc * r[..., None],
-            jnp.clip(p / p_rms, -_FEATURE_CLIP, _FEATURE_CLIP)[..., None],
-            jnp.clip(g / g_rms, -_FEATURE_CLIP, _FEATURE_CLIP)[..., None],
-        ], axis=-1)
+        xs = [g * r]
+        xs += [momenta[..., k] * (momentum_bc[k] * r) for k in range(len(self.momentum_decays))]
+        xs += [jnp.clip(p / p_rms, -_FEATURE_CLIP, _FEATURE_CLIP),
+               jnp.clip(g / g_rms, -_FEATURE_CLIP, _FEATURE_CLIP)]
         z = jnp.concatenate([ctx.global_features, F.shape_features(p.shape),
                              jnp.log(p_rms + 1e-8)[None] / 10.0])
-        out = nets.mlp_apply(theta, x, z, self.num_hidden_layers)
-        direction = out[..., 0] + x @ theta["w_skip"]
-        delta = -self.step_mult * direction * jnp.exp(self.exp_mult * out[..., 1])
+        direction, log_magnitude = nets.mlp_apply(theta, xs, z)
+        direction = direction + sum(x * theta["w_skip"][f] for f, x in enumerate(xs))
+        delta = -self.step_mult * direction * jnp.exp(self.exp_mult * log_magnitude)
         return delta, MLPLeaf(momenta, nu)

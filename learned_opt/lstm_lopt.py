@@ -1,0 +1,110 @@
+"""`LSTMLOpt`: the coordinatewise LSTM optimizer of Andrychowicz et al. 2016 ("Learning to
+learn by gradient descent by gradient descent").
+
+One small LSTM with shared weights runs independently on every parameter entry. Its input is the
+gradient after the paper's log/sign preprocessing (exponent p = 10):
+
+    (log|g| / p, sign g)   if |g| >= exp(-p)
+    (-1,        exp(p) g)  otherwise
+
+plus the parameter normalized by its tensor's RMS; time / progress features enter through the
+gates' bias (per tensor). The update is `-step_mult * (w_out . h + b_out + x . w_skip)`.
+State: the LSTM's h and c, `hidden_size` floats each per entry.
+
+Default theta: `w_skip` selects the sign input and the output layer starts near zero, so the
+untrained optimizer is sign-SGD with step `step_mult` (1e-3), smoothly scaled down for
+|g| < exp(-10); the LSTM's forget gate starts open (bias 1).
+
+    lopt = lo.LSTMLOpt(hidden_size=8)
+    tx = lopt.optimizer(lopt.init(jax.random.key(0)))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from learned_opt import features as F
+from learned_opt import nets
+from learned_opt.base import LearnedOptimizer, StepContext, Theta, register
+
+_NUM_GLOBAL = len(F.DEFAULT_TIMESCALES) + F.NUM_PROGRESS_FEATURES + F.NUM_SHAPE_FEATURES
+_NUM_INPUTS = 3  # log-magnitude, sign, normalized parameter
+_FEATURE_CLIP = 10.0
+
+
+class LSTMLeaf(NamedTuple):
+    h: jax.Array   # param shape + (H,)
+    c: jax.Array   # param shape + (H,)
+
+
+def preprocess_gradient(g: jax.Array, exponent: float = 10.0) -> tuple[jax.Array, jax.Array]:
+    """Andrychowicz et al.'s log/sign preprocessing: two features in [-1, 1]-ish ranges."""
+    magnitude = jnp.abs(g)
+    large = magnitude >= jnp.exp(-exponent)
+    log_feature = jnp.where(large, jnp.log(jnp.maximum(magnitude, 1e-30)) / exponent, -1.0)
+    sign_feature = jnp.where(large, jnp.sign(g), jnp.exp(exponent) * g)
+    return log_feature, sign_feature
+
+
+@register("lstm")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LSTMLOpt(LearnedOptimizer):
+    """Coordinatewise LSTM learned optimizer.
+
+    Attributes:
+      hidden_size: LSTM units per parameter entry (state: 2 * hidden_size floats per entry).
+      step_mult: output scale.
+      exponent: the preprocessing exponent p.
+    """
+
+    hidden_size: int = 8
+    step_mult: float = 1e-3
+    exponent: float = 10.0
+
+    def init_theta(self, key: jax.Array) -> Theta:
+        k_x, k_h, k_g, k_out = jax.random.split(key, 4)
+        gates = 4 * self.hidden_size
+        # Gate order: input, forget, cell, output; the forget gate starts open.
+        bias = jnp.zeros((gates,), jnp.float32).at[self.hidden_size:2 * self.hidden_size].set(1.0)
+        return {
+            "w_x": nets.dense_init(k_x, _NUM_INPUTS, gates),
+            "w_h": nets.dense_init(k_h, self.hidden_size, gates),
+            "w_global": nets.dense_init(k_g, _NUM_GLOBAL, gates, scale=0.5),
+            "b": bias,
+            "w_out": nets.dense_init(k_out, self.hidden_size, 1, scale=1e-2)[:, 0],
+            "b_out": jnp.zeros((), jnp.float32),
+            "w_skip": jnp.asarray([0.0, 1.0, 0.0], jnp.float32),
+        }
+
+    def init_leaf(self, p: jax.Array) -> LSTMLeaf:
+        zeros = jnp.zeros_like(p, jnp.float32)[..., None]
+        shape = p.shape + (self.hidden_size,)
+        return LSTMLeaf(jnp.broadcast_to(zeros, shape), jnp.broadcast_to(zeros, shape) + 0.0)
+
+    def nominal_step_size(self, theta: Theta) -> jax.Array:
+        return jnp.asarray(self.step_mult, jnp.float32)
+
+    def leaf_step(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: LSTMLeaf,
+                  ctx: StepContext) -> tuple[jax.Array, LSTMLeaf]:
+        log_g, sign_g = preprocess_gradient(g, self.exponent)
+        xs = [log_g, sign_g, jnp.clip(p / F.tensor_rms(p, 1e-8), -_FEATURE_CLIP, _FEATURE_CLIP)]
+        z = jnp.concatenate([ctx.global_features, F.shape_features(p.shape)])
+        bias = theta["b"] + z @ theta["w_global"]
+        # Gates with the 4H units on a trailing axis, as broadcast multiply-adds (a compact
+        # graph; a (N, I) @ (I, 4H) dot is slow on CPU at these sizes, see nets.py).
+        gates = bias
+        for i, x in enumerate(xs):
+            gates = gates + x[..., None] * theta["w_x"][i]
+        for j in range(self.hidden_size):
+            gates = gates + leaf.h[..., j, None] * theta["w_h"][j]
+        in_gate, forget_gate, cell, out_gate = jnp.split(gates, 4, axis=-1)
+        c = jax.nn.sigmoid(forget_gate) * leaf.c + jax.nn.sigmoid(in_gate) * jnp.tanh(cell)
+        h = jax.nn.sigmoid(out_gate) * jnp.tanh(c)
+        out = theta["b_out"] + jnp.sum(h * theta["w_out"], axis=-1)
+        out = out + sum(x * theta["w_skip"][i] for i, x in enumerate(xs))
+        delta = -self.step_mult * out
+        return delta, LSTMLeaf(h, c)
