@@ -13,6 +13,7 @@ from learned_opt.hyper_lopt import HyperLOpt
 from learned_opt.learned_adam import LearnedAdam
 from learned_opt.lstm_lopt import LSTMLOpt
 from learned_opt.mlp_lopt import MLPLOpt
+from learned_opt.pretrained import list_pretrained, load_pretrained, load_pretrained_theta
 
 __all__ = [
     "AdafacMLPLOpt",
@@ -25,5 +26,8 @@ __all__ = [
     "features",
     "get_lopt",
     "list_lopts",
+    "list_pretrained",
+    "load_pretrained",
+    "load_pretrained_theta",
     "tasks",
 ]
