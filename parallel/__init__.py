@@ -1,5 +1,28 @@
-"""parallel: meshes, remat, data / tensor / pipeline parallelism. Imports nothing of ours."""
+"""parallel: meshes, remat, data / tensor / pipeline parallelism. Imports nothing of ours.
 
-from parallel import mesh
+    from parallel import mesh, remat, data_parallel, tensor_parallel, pipeline
+"""
 
-__all__ = ["mesh"]
+from parallel import (
+    async_sgd,
+    communication,
+    data_parallel,
+    large_batch,
+    mesh,
+    pipeline,
+    pipeline_schedule,
+    remat,
+    tensor_parallel,
+)
+
+__all__ = [
+    "async_sgd",
+    "communication",
+    "data_parallel",
+    "large_batch",
+    "mesh",
+    "pipeline",
+    "pipeline_schedule",
+    "remat",
+    "tensor_parallel",
+]
