@@ -75,7 +75,7 @@ def digits_mlp(hidden=(64,), activation="relu", batch_size=64, init_scale=1.0):
     )
 
 
-def digits_cnn(channels=(16, 32), activation="relu", batch_size=64):
+def digits_cnn(channels=(8, 16), activation="relu", batch_size=64):
     """Small 2-D CNN on 8x8 digits."""
     channels = tuple(channels)
     return _classifier_task(

@@ -42,7 +42,7 @@ def test_heldout_dynamic_params_come_from_a_disjoint_range(name, ranges, knob):
     assert ranges["meta_train"][knob][1] <= ranges["heldout"][knob][0]
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "quadratic", "regression_mlp"])
+@pytest.mark.parametrize("name", [pytest.param("digits_mlp", marks=pytest.mark.slow), "quadratic"])
 def test_a_population_of_one_group_vmaps_inside_jit_and_matches_per_task_loop(name):
     family = models.get_family(name)
     group = family.groups("meta_train")[0]

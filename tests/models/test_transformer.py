@@ -24,6 +24,7 @@ def params_and_batch(task):
     return task.init(jax.random.key(0)), task.sample_batch(jax.random.key(1), "train")
 
 
+@pytest.mark.slow
 def test_text_transformer_learns_and_overfits_one_batch(task):
     result = train_with_adam(task, jax.random.key(0), steps=200, learning_rate=3e-3)
     assert result.initial_loss > 0.9 * np.log(task.corpus.vocab_size)  # starts near uniform
@@ -48,18 +49,15 @@ def test_every_checkpoint_name_is_tagged(task, params_and_batch):
     assert remat.tagged_names(task.loss, params, batch) == set(CHECKPOINT_NAMES)
 
 
-@pytest.mark.parametrize(
-    "flags, policy", [(True, "full"), ((False, True), "names:attn_out,mlp_out")]
-)
-def test_per_block_remat_changes_the_program_not_the_gradients(
-    task, params_and_batch, flags, policy
-):
+def test_per_block_remat_changes_the_program_not_the_gradients(task, params_and_batch):
     params, batch = params_and_batch
-    rematted = models.get_task("text_transformer", **SMALL, remat=flags, remat_policy=policy)
-    jaxpr = str(jax.make_jaxpr(jax.grad(rematted.loss))(params, batch))
-    num_remat = jaxpr.count("checkpoint[") + jaxpr.count("remat")
-    assert num_remat >= (2 if flags is True else 1)
-    assert "remat" not in str(jax.make_jaxpr(jax.grad(task.loss))(params, batch))
+    rematted = models.get_task(
+        "text_transformer", **SMALL, remat=(False, True), remat_policy="names:attn_out,mlp_out"
+    )
+    count_remat = lambda t: str(jax.make_jaxpr(jax.grad(t.loss))(params, batch)).count("remat")
+    assert count_remat(task) == 0 and count_remat(rematted) >= 1
+    all_blocks = models.get_task("text_transformer", **SMALL, remat=True)
+    assert count_remat(all_blocks) > count_remat(rematted)
     expected = jax.jit(jax.grad(task.loss))(params, batch)
     got = jax.jit(jax.grad(rematted.loss))(params, batch)
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
@@ -74,4 +72,4 @@ def test_bad_configurations_are_rejected():
         make(d_model=30, num_heads=4)
     net = make(num_layers=1, d_model=16)
     with pytest.raises(ValueError, match="exceeds the model's seq_len 8"):
-        net.apply(net.init(jax.random.key(0)), jnp.zeros((1, 9), jnp.int32))
+        jax.eval_shape(net.apply, net.param_shapes(), jnp.zeros((1, 9), jnp.int32))
