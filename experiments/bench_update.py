@@ -1,0 +1,265 @@
+"""Speed and memory of every learned optimizer's `update`, as ratios to optax.adam in one run.
+
+For each optimizer (optax.adam, optax.sgd and every registered learned optimizer with its
+default hyperparameters) and each parameter count (three dense layers):
+  * median jitted `update` time (state donated, compile excluded), and its ratio to Adam;
+  * optimizer-state bytes per parameter;
+  * a roofline: the larger of the update's FLOPs (XLA cost analysis) at this machine's measured
+    FLOP rate (a big matmul) and the bytes it must move at the measured memory bandwidth (a big
+    copy); the minimum bytes are grads + params + state read, updates + state written;
+and the full train step (forward + backward + update) of a ~10M-parameter MLP classifier at
+batch 128, as a ratio to Adam's train step.
+
+Timings are interleaved round-robin over the optimizers (one call of each per round), so load
+from other processes affects all of them alike and the ratios stay meaningful on a busy machine.
+
+    python -m experiments.bench_update --workdir workdirs/bench_update
+    python -m experiments.bench_update --workdir workdirs/bench_update_quick \
+        --config.sizes=1000000 --config.repeats=5 --config.train_step=False
+
+Writes results.json and report.md (the table) into the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags
+from ml_collections import config_flags
+
+import learned_opt as lo
+
+
+def default_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.sizes = (1_000_000, 10_000_000)  # parameter counts of the three-layer stacks
+    config.optimizers = ("adam", "sgd", *lo.list_lopts())
+    config.repeats = 15                      # timed rounds (medians reported)
+    config.num_steps = 1000                  # horizon given to optimizers that need one
+    config.train_step = True                 # also time the ~10M-parameter train step
+    config.train_batch = 128
+    config.train_widths = (1024, 2048, 2048, 2048, 10)
+    config.seed = 0
+    return config
+
+
+_CONFIG = config_flags.DEFINE_config_dict("config", default_config())
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/bench_update", "output directory")
+
+
+# ----------------------------------------------------------------------------- machine rates
+
+
+def _median_time(fn, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measure_machine() -> dict:
+    """Measured f32 FLOP rate (2048^3 matmul) and memory bandwidth (256 MiB scaled copy)."""
+    a = jnp.ones((2048, 2048), jnp.float32)
+    seconds = _median_time(jax.jit(lambda x: x @ x), a)
+    flop_rate = 2 * 2048**3 / seconds
+    b = jnp.ones((64 * 1024 * 1024,), jnp.float32)
+    seconds = _median_time(jax.jit(lambda x: x * 1.0001), b)
+    bandwidth = 2 * b.nbytes / seconds  # read + write
+    return {"flop_rate": flop_rate, "bandwidth": bandwidth,
+            "device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count()}
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def make_optimizer(name: str, num_steps: int):
+    if name == "adam":
+        return optax.adam(1e-3)
+    if name == "sgd":
+        return optax.sgd(1e-3)
+    lopt = lo.get_lopt(name)
+    return lopt.optimizer(lopt.init(jax.random.key(0)), num_steps=num_steps)
+
+
+def layer_shapes(num_params: int) -> list[tuple[int, int]]:
+    """Three dense layers (2w x w, w x w, w x w) with ~num_params weights in total."""
+    width = int(round((num_params / 4) ** 0.5))
+    return [(2 * width, width), (width, width), (width, width)]
+
+
+def tree_bytes(tree) -> int:
+    return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
+
+
+def bench_updates(config, size: int, machine: dict) -> list[dict]:
+    key = jax.random.key(config.seed)
+    shapes = layer_shapes(size)
+    params = {f"dense{i}": 0.02 * jax.random.normal(jax.random.fold_in(key, i), s)
+              for i, s in enumerate(shapes)}
+    grads = jax.tree.map(lambda p: 0.1 * p + 1e-3, params)
+    num_params = sum(p.size for p in jax.tree.leaves(params))
+    loss = jnp.float32(1.0)
+    runs = {}
+    for name in config.optimizers:
+        tx = make_optimizer(name, config.num_steps)
+        state = tx.init(params)
+        update = jax.jit(lambda g, s, p, tx=tx: tx.update(g, s, p, value=loss),
+                         donate_argnums=1)
+        compiled = update.lower(grads, state, params).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        state_bytes = tree_bytes(state)
+        updates, state = update(grads, state, params)
+        jax.block_until_ready(state)
+        runs[name] = {"update": update, "state": state, "times": [],
+                      "flops": float(cost.get("flops", 0.0)),
+                      "state_bytes": state_bytes,
+                      "min_bytes": 2 * state_bytes + 3 * tree_bytes(params)}
+    for _ in range(config.repeats):  # round-robin: load drifts hit every optimizer alike
+        for run in runs.values():
+            start = time.perf_counter()
+            _, run["state"] = run["update"](grads, run["state"], params)
+            jax.block_until_ready(run["state"])
+            run["times"].append(time.perf_counter() - start)
+    adam = float(np.median(runs["adam"]["times"])) if "adam" in runs else float("nan")
+    rows = []
+    for name, run in runs.items():
+        median = float(np.median(run["times"]))
+        flop_time = run["flops"] / machine["flop_rate"]
+        byte_time = run["min_bytes"] / machine["bandwidth"]
+        roofline = max(flop_time, byte_time)
+        rows.append({
+            "optimizer": name, "num_params": int(num_params), "update_ms": 1e3 * median,
+            "ratio_to_adam": median / adam,
+            "state_bytes_per_param": run["state_bytes"] / num_params,
+            "flops_per_param": run["flops"] / num_params,
+            "roofline_flops_ms": 1e3 * flop_time, "roofline_bytes_ms": 1e3 * byte_time,
+            "ratio_to_roofline": median / roofline,
+            "bound": "compute" if flop_time > byte_time else "memory",
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- train step
+
+
+def bench_train_step(config) -> list[dict]:
+    """Forward + backward + update of an MLP classifier (~10.5M params at the default widths)."""
+    key = jax.random.key(config.seed)
+    widths = tuple(config.train_widths)
+    pairs = zip(widths[:-1], widths[1:], strict=True)
+    params = [{"w": jax.random.normal(jax.random.fold_in(key, i), (a, b)) / np.sqrt(a),
+               "b": jnp.zeros((b,))} for i, (a, b) in enumerate(pairs)]
+    num_params = sum(p.size for p in jax.tree.leaves(params))
+    x = jax.random.normal(jax.random.fold_in(key, 100), (config.train_batch, widths[0]))
+    y = jax.random.randint(jax.random.fold_in(key, 101), (config.train_batch,), 0, widths[-1])
+
+    def loss_fn(params):
+        h = x
+        for layer in params[:-1]:
+            h = jax.nn.relu(h @ layer["w"] + layer["b"])
+        logits = h @ params[-1]["w"] + params[-1]["b"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    runs = {}
+    for name in config.optimizers:
+        tx = make_optimizer(name, config.num_steps)
+
+        def step(params, state, tx=tx):
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, state = tx.update(grads, state, params, value=loss)
+            return optax.apply_updates(params, updates), state
+
+        step = jax.jit(step, donate_argnums=(0, 1))
+        carry = step(jax.tree.map(jnp.copy, params), tx.init(params))
+        jax.block_until_ready(carry)
+        runs[name] = {"step": step, "carry": carry, "times": []}
+    for _ in range(config.repeats):
+        for run in runs.values():
+            start = time.perf_counter()
+            run["carry"] = run["step"](*run["carry"])
+            jax.block_until_ready(run["carry"])
+            run["times"].append(time.perf_counter() - start)
+    adam = float(np.median(runs["adam"]["times"]))
+    return [{"optimizer": name, "num_params": int(num_params), "batch": config.train_batch,
+             "step_ms": 1e3 * float(np.median(run["times"])),
+             "ratio_to_adam": float(np.median(run["times"])) / adam}
+            for name, run in runs.items()]
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]) -> str:
+    lines = [
+        "# Learned optimizer update benchmark",
+        "",
+        f"Device: {machine['device']} x{machine['num_devices']}; measured FLOP rate "
+        f"{machine['flop_rate'] / 1e9:.1f} GFLOP/s (2048^3 f32 matmul), memory bandwidth "
+        f"{machine['bandwidth'] / 1e9:.1f} GB/s (256 MiB copy, read + write).",
+        "",
+        "| optimizer | params | update ms | x Adam | state B/param | FLOP/param | "
+        "roofline FLOP ms | roofline bytes ms | x roofline |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in update_rows:
+        lines.append(
+            f"| {r['optimizer']} | {r['num_params']:,} | {r['update_ms']:.2f} | "
+            f"{r['ratio_to_adam']:.2f} | {r['state_bytes_per_param']:.1f} | "
+            f"{r['flops_per_param']:.0f} | {r['roofline_flops_ms']:.2f} | "
+            f"{r['roofline_bytes_ms']:.2f} | {r['ratio_to_roofline']:.1f} ({r['bound']}) |")
+    if train_rows:
+        lines += ["", f"Full train step (MLP classifier, {train_rows[0]['num_params']:,} params, "
+                  f"batch {train_rows[0]['batch']}):", "",
+                  "| optimizer | step ms | x Adam |", "|---|---|---|"]
+        lines += [f"| {r['optimizer']} | {r['step_ms']:.1f} | {r['ratio_to_adam']:.2f} |"
+                  for r in train_rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    workdir = Path(_WORKDIR.value)
+    try:
+        from experiments import tracking
+        tracker = tracking.start_run(workdir, config=config.to_dict())
+    except ImportError:  # the tracker is optional for this script
+        tracker = None
+        workdir.mkdir(parents=True, exist_ok=True)
+    machine = measure_machine()
+    print(f"machine: {machine}")
+    update_rows = []
+    for size in config.sizes:
+        rows = bench_updates(config, int(size), machine)
+        update_rows += rows
+        for r in rows:
+            print(json.dumps(r))
+    train_rows = bench_train_step(config) if config.train_step else []
+    report = format_report(machine, update_rows, train_rows)
+    print(report)
+    results = {"machine": machine, "update": update_rows, "train_step": train_rows,
+               "config": config.to_dict()}
+    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    (workdir / "report.md").write_text(report)
+    if tracker is not None:
+        for i, r in enumerate(update_rows):
+            tracker.log_metrics(i, {f"{r['optimizer']}_{r['num_params']}_ratio_to_adam":
+                                    r["ratio_to_adam"]})
+        tracker.log_artifact(workdir / "results.json")
+        tracker.log_artifact(workdir / "report.md")
+        tracker.finish()
+
+
+if __name__ == "__main__":
+    app.run(main)
