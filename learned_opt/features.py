@@ -36,9 +36,20 @@ def as_f32(x: jax.Array) -> jax.Array:
     return jnp.asarray(x, jnp.float32)
 
 
+# sqrt has an infinite derivative at 0; meta-gradients (TBPTT) flow through second moments and
+# norms that are exactly 0 for untouched entries (zero-initialized biases, dead units), so every
+# sqrt here goes through `safe_sqrt`, whose gradient is 0 below a tiny floor instead of inf * 0.
+_SQRT_FLOOR = 1e-30
+
+
+def safe_sqrt(x: jax.Array) -> jax.Array:
+    """`sqrt(x)` for x >= 0 with a finite gradient at 0 (values below 1e-30 read as 1e-30)."""
+    return jnp.sqrt(jnp.maximum(x, _SQRT_FLOOR))
+
+
 def rsqrt_eps(v: jax.Array, eps: float | jax.Array = 1e-8) -> jax.Array:
     """`1 / (sqrt(v) + eps)`: the second-moment normalizer Adam uses."""
-    return 1.0 / (jnp.sqrt(v) + eps)
+    return 1.0 / (safe_sqrt(v) + eps)
 
 
 def update_momenta(m: jax.Array, g: jax.Array, decays: jax.Array) -> jax.Array:
@@ -63,7 +74,7 @@ def tensor_rms(x: jax.Array, floor: float = 0.0) -> jax.Array:
     """Root mean square of a whole tensor (a per-tensor scalar); `floor` for zero-size/zero x."""
     if x.size == 0:
         return jnp.asarray(max(floor, 1.0), jnp.float32)
-    return jnp.maximum(jnp.sqrt(jnp.mean(jnp.square(as_f32(x)))), floor)
+    return jnp.maximum(safe_sqrt(jnp.mean(jnp.square(as_f32(x)))), floor)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,5 +83,5 @@ class LearnedAdam(LearnedOptimizer):
         t = ctx.count.astype(jnp.float32)
         step = jnp.exp(log_lr) / (1.0 - jnp.power(beta1, t))
         nu_scale = jnp.sqrt(1.0 / (1.0 - jnp.power(beta2, t)))
-        delta = -step * mu / (jnp.sqrt(nu) * nu_scale + jnp.exp(theta["log_eps"]))
+        delta = -step * mu / (F.safe_sqrt(nu) * nu_scale + jnp.exp(theta["log_eps"]))
         return delta, AdamLeaf(mu, nu)

@@ -162,19 +162,24 @@ def test_vmap_over_theta(case):
 
 @pytest.mark.slow
 def test_meta_gradient_finite_and_nonzero(case):
-    params = small_params()
+    # "dead" is a zero tensor the loss never reads (a zero-initialized bias of a dead unit): its
+    # gradient, moments and norm are exactly 0, where a bare sqrt would make the meta-gradient NaN.
+    params = {"live": small_params(), "dead": jnp.zeros((3,))}
+
+    def loss_fn(p):
+        return quadratic_loss(p["live"])
 
     def unrolled_loss(theta):
         tx = case.lopt.optimizer(theta, NUM_STEPS)
 
         def one_step(carry, _):
             p, state = carry
-            loss, grads = jax.value_and_grad(quadratic_loss)(p)
+            loss, grads = jax.value_and_grad(loss_fn)(p)
             updates, state = tx.update(grads, state, p, value=loss)
             return (optax.apply_updates(p, updates), state), loss
 
         (p, _), _ = jax.lax.scan(one_step, (params, tx.init(params)), length=3)
-        return quadratic_loss(p)
+        return loss_fn(p)
 
     meta_grad = jax.jit(jax.grad(unrolled_loss))(case.theta)
     leaves = jax.tree.leaves(meta_grad)
