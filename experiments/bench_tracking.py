@@ -25,10 +25,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from absl import app, flags
-from ml_collections import config_flags
 
-from experiments import tracking
+from experiments import cli, tracking
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -44,8 +42,6 @@ def get_config() -> ml_collections.ConfigDict:
     return config
 
 
-_CONFIG = config_flags.DEFINE_config_dict("config", get_config())
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/bench_tracking", "output directory")
 
 
 def make_train_step(config):
@@ -154,10 +150,8 @@ def benchmark(config, workdir: Path) -> dict:
     }
 
 
-def main(argv):
-    del argv
-    config = _CONFIG.value
-    workdir = Path(_WORKDIR.value)
+def main(config, workdir):
+    workdir = Path(workdir)
     tracker = tracking.start_run(workdir, config=config)
     results = benchmark(config, workdir)
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -178,4 +172,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, config_help="tracking overhead benchmark config",
+            default_config=get_config(), default_workdir="workdirs/bench_tracking")

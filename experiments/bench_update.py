@@ -31,10 +31,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
 
 import learned_opt as lo
+from experiments import cli
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -50,8 +49,6 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
-_CONFIG = config_flags.DEFINE_config_dict("config", default_config())
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/bench_update", "output directory")
 
 
 # ----------------------------------------------------------------------------- machine rates
@@ -227,10 +224,8 @@ def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]
     return "\n".join(lines) + "\n"
 
 
-def main(argv):
-    del argv
-    config = _CONFIG.value
-    workdir = Path(_WORKDIR.value)
+def main(config, workdir):
+    workdir = Path(workdir)
     try:
         from experiments import tracking
         tracker = tracking.start_run(workdir, config=config.to_dict())
@@ -262,4 +257,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, config_help="update benchmark config",
+            default_config=default_config(), default_workdir="workdirs/bench_update")

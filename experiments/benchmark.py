@@ -51,17 +51,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import benchmark_metrics as bm
-from experiments import benchmark_report, benchmark_suite, train_loop, tuning
+from experiments import benchmark_report, benchmark_suite, cli, train_loop, tuning
 
 SCHEMA_VERSION = 1
 FINAL_SPLITS = ("train", "valid", "test")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "benchmark config file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
 
 
 def tuning_spec(config) -> tuning.TuningSpec:
@@ -349,13 +345,9 @@ def write_results(results: dict, workdir, tracker) -> list[Path]:
     return paths
 
 
-def main(argv):
-    del argv
+def main(config, workdir):
     from experiments import tracking
 
-    config, workdir = _CONFIG.value, _WORKDIR.value
-    if workdir is None:
-        raise app.UsageError("--workdir is required")
     tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))
     results = run_benchmark(config, workdir, tracker)
     paths = write_results(results, workdir, tracker)
@@ -366,5 +358,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main, config_help="benchmark config file", lock_config=True)

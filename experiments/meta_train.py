@@ -22,20 +22,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 from tqdm import tqdm
 
 import learned_opt as lo
 import models
-from experiments import tracking
+from experiments import cli, tracking
 from experiments.configs import meta_base
 from learned_opt import meta
 from learned_opt.meta.checkpoint import MetaCheckpointer
 from learned_opt.pretrained import save_pretrained
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "meta-training config file")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (resumes if it has checkpoints)")
 
 # Keys that may change between a run and its resumption; every other key is fingerprinted.
 RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name")
@@ -170,16 +166,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
     return card_path
 
 
-def main(argv):
-    del argv
+def main(config, workdir):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    if _WORKDIR.value is None:
-        raise app.UsageError("--workdir is required")
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    card = run(_CONFIG.value, _WORKDIR.value)
+    os.makedirs(workdir, exist_ok=True)
+    card = run(config, workdir)
     print(f"wrote {card}", flush=True)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main, config_help="meta-training config file")

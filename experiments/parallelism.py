@@ -27,13 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
+
+from experiments import cli
 
 MODES = ("dp", "tp", "async", "pp")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "parallelism experiment config file")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -318,17 +316,14 @@ def device_info() -> dict[str, Any]:
             "platform": devices[0].platform}
 
 
-def main(argv):
-    del argv
-    config = _CONFIG.value
+def main(config, workdir):
     if jax.config.jax_platforms in (None, "", "cpu"):
         jax.config.update("jax_num_cpu_devices", config.num_cpu_devices)
-    run(config, _WORKDIR.value)
-    report = Path(_WORKDIR.value) / "report.md"
+    run(config, workdir)
+    report = Path(workdir) / "report.md"
     if report.exists():
         print(report.read_text())
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    cli.run(main, config_help="parallelism experiment config file")

@@ -22,15 +22,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
 from jax.ad_checkpoint import checkpoint_name
-from ml_collections import config_flags
 
+from experiments import cli
 from parallel import remat
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "remat benchmark config file")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory")
-
 
 # ----------------------------------------------------------------------------- models
 
@@ -322,13 +317,9 @@ def write_outputs(results, workdir, tracker) -> list[Path]:
     return paths
 
 
-def main(argv):
-    del argv
+def main(config, workdir):
     from experiments import tracking
 
-    config, workdir = _CONFIG.value, _WORKDIR.value
-    if config is None or workdir is None:
-        raise app.UsageError("--config and --workdir are required")
     tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))
     results = run(config, workdir, tracker)
     paths = write_outputs(results, workdir, tracker)
@@ -338,4 +329,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, config_help="remat benchmark config file")
