@@ -150,9 +150,23 @@ def run_dp(config, tracker) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- tp
 
 
+def _single_device_reference(loss_fn, tx, params, batch, num_steps, timing_repeats, form):
+    """Loss, grads, params after `num_steps` and step time on one device, plus its table row."""
+    from parallel import data_parallel as dp
+
+    ref_loss, ref_grads = jax.jit(jax.value_and_grad(loss_fn))(params, batch)
+    ref_step, ref_params, ref_state = dp.make_train_step(loss_fn, tx), params, tx.init(params)
+    for _ in range(num_steps):
+        ref_params, ref_state, _ = ref_step(ref_params, ref_state, batch)
+    ref_time = median_step_seconds(ref_step, (params, tx.init(params), batch), timing_repeats)
+    row = {"form": form, "mesh": "1", "loss_diff": 0.0, "max_grad_diff": 0.0,
+           "max_param_diff": 0.0, "step_ms": 1e3 * ref_time, "time_ratio": 1.0,
+           "comm_bytes": 0, "comm_ops": 0}
+    return ref_loss, ref_grads, ref_params, ref_time, [row]
+
+
 def run_tp(config, tracker) -> dict[str, Any]:
     from parallel import communication
-    from parallel import data_parallel as dp
     from parallel import mesh as mesh_lib
     from parallel import tensor_parallel as tp
 
@@ -163,16 +177,8 @@ def run_tp(config, tracker) -> dict[str, Any]:
     batch = {"tokens": jax.random.randint(jax.random.key(config.seed + 1),
                                           (c.batch_size, c.seq_len + 1), 0, c.vocab)}
     tx = optax.adam(c.learning_rate)
-    ref_loss, ref_grads = jax.jit(jax.value_and_grad(tp.lm_loss))(params, batch)
-    ref_step = dp.make_train_step(tp.lm_loss, tx)
-    ref_params, ref_state = params, tx.init(params)
-    for _ in range(c.num_steps):
-        ref_params, ref_state, _ = ref_step(ref_params, ref_state, batch)
-    ref_time = median_step_seconds(ref_step, (params, tx.init(params), batch),
-                                   config.timing_repeats)
-    rows = [{"form": "single_device", "mesh": "1", "loss_diff": 0.0, "max_grad_diff": 0.0,
-             "max_param_diff": 0.0, "step_ms": 1e3 * ref_time, "time_ratio": 1.0,
-             "comm_bytes": 0, "comm_ops": 0}]
+    ref_loss, ref_grads, ref_params, ref_time, rows = _single_device_reference(
+        tp.lm_loss, tx, params, batch, c.num_steps, config.timing_repeats, "single_device")
     for data, model in c.meshes:
         mesh = mesh_lib.make_mesh({"data": data, "model": model})
         for form, loss_fn in (("shard_map", tp.shard_map_lm_loss(mesh)),
@@ -216,15 +222,8 @@ def run_zoo_transformer(config, tracker, start: int) -> list[dict]:
     params = task.init(jax.random.key(config.seed))
     batch = task.sample_batch(jax.random.key(config.seed + 1), "train")
     tx = optax.sgd(c.zoo_learning_rate)
-    ref_loss, ref_grads = jax.jit(jax.value_and_grad(task.loss))(params, batch)
-    ref_step, ref_params, ref_state = dp.make_train_step(task.loss, tx), params, tx.init(params)
-    for _ in range(c.num_steps):
-        ref_params, ref_state, _ = ref_step(ref_params, ref_state, batch)
-    ref_time = median_step_seconds(ref_step, (params, tx.init(params), batch),
-                                   config.timing_repeats)
-    rows = [{"form": "zoo_single_device", "mesh": "1", "loss_diff": 0.0, "max_grad_diff": 0.0,
-             "max_param_diff": 0.0, "step_ms": 1e3 * ref_time, "time_ratio": 1.0,
-             "comm_bytes": 0, "comm_ops": 0}]
+    ref_loss, ref_grads, ref_params, ref_time, rows = _single_device_reference(
+        task.loss, tx, params, batch, c.num_steps, config.timing_repeats, "zoo_single_device")
     for data, model in c.meshes:
         mesh = mesh_lib.make_mesh({"data": data, "model": model})
         shardings = tp.shardings_from_rules(params, mesh)
