@@ -6,8 +6,8 @@
 
 Three measurements of `parallel.pipeline` on a stack of residual-MLP stages:
   1. bubble: idle op slots counted from `parallel.pipeline_schedule` tables for several (p, m),
-     next to the GPipe formula (p-1)/(m+p-1) and this library's lockstep-1F1B formula
-     (2p-2)/(m+2p-2). No timing involved.
+     next to the formula (p-1)/(m+p-1) that GPipe and 1F1B share, and the most micro-batches
+     a stage holds (GPipe: m; 1F1B: min(p, m)). No timing involved.
   2. memory: per-device temp bytes of the compiled training step (loss + grads) from XLA's
      memory analysis, as m grows with the micro-batch size fixed, for GPipe, GPipe with full
      remat inside stages, and 1F1B; the batch itself is an argument, not temp. "slope" is the
@@ -99,7 +99,7 @@ def measure_bubbles(config) -> list[dict[str, Any]]:
                 "gpipe_counted": ps.bubble_fraction(gpipe),
                 "gpipe_formula": ps.gpipe_bubble_formula(p, m),
                 "1f1b_counted": ps.bubble_fraction(one_f_one_b),
-                "1f1b_formula": ps.lockstep_1f1b_bubble_formula(p, m),
+                "1f1b_formula": ps.gpipe_bubble_formula(p, m),
                 "gpipe_max_live": int(ps.max_live_microbatches(gpipe).max()),
                 "1f1b_max_live": int(ps.max_live_microbatches(one_f_one_b).max()),
             })

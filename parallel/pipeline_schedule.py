@@ -1,28 +1,35 @@
 """Pipeline schedules as tables: which micro-batch each stage runs forward / backward at each tick.
 
-A schedule is pure Python (numpy), computed before tracing. `parallel.pipeline` consumes the same
-arithmetic inside its `lax.scan` over ticks, and benchmarks count idle stage-ticks (the bubble)
-and live activations from the tables, so what is measured is what runs.
+A schedule is pure Python (numpy), computed before tracing. `parallel.pipeline_stages` feeds the
+same tables into its `lax.scan` over ticks (a stage looks up its own column), and benchmarks
+count idle stage-ticks (the bubble) and live activations from them: what is measured is what runs.
 
-Ticks are lockstep: every stage does its work of tick t, then activations move one stage forward
-(and cotangents one stage backward) with one `ppermute` each. Two schedules:
+A tick is one op slot per stage (a forward or a backward of one micro-batch, or idle), then
+activations move one stage forward and cotangents one stage backward with one `ppermute` each.
+Two schedules, both with the bubble (p-1)/(m+p-1) of idle slots (Huang et al. 2019; Narayanan et
+al. 2019/2021 for 1F1B):
 
-  "gpipe"  all forwards (ticks 0 .. m+p-2), then all backwards in reverse (ticks m+p-1 ..
-           2(m+p-1)-1). Each tick holds one op slot per stage. Stage s runs F(i) at tick i + s.
-           Bubble (p-1)/(m+p-1); stage s keeps the activations of all m micro-batches.
-  "1f1b"   every tick holds one forward slot and one backward slot per stage: F(i) at tick i + s,
-           B(i) at tick i + 2(p-1) - s (the last stage runs F(i) and then B(i) in one tick).
-           After a warm-up of p-1 ticks each stage alternates forwards and backwards of different
-           micro-batches; stage s holds at most 2(p-1-s)+1 <= 2p-1 micro-batches whatever m is.
-           Bubble (2p-2)/(m+2p-2) of op slots: lockstep SPMD cannot let one stage run a backward
-           while its neighbour runs a forward (collectives of the data / model axes inside
-           divergent branches deadlock), so the return trip of a micro-batch costs p-1 extra
-           ticks against the classic asynchronous 1F1B's (p-1)/(m+p-1).
+  "gpipe"  all forwards (stage s runs F(i) at tick i + s, ticks 0 .. m+p-2), then all backwards,
+           the forward ticks mirrored (what `jax.grad` of the forward scan runs). Stage s keeps
+           the activations of all m micro-batches until its backwards start.
+  "1f1b"   PipeDream-Flush: stage s runs a warm-up of min(p-1-s, m) forwards, then alternates
+           one forward and one backward of different micro-batches, then drains the remaining
+           backwards. With unit-time ops:
+               F(i) at tick s + i        for i < p - s   (warm-up, and the first steady forward)
+               F(i) at tick 2i + s       for i >= p - s  (steady state, after B(i - p + s))
+               B(i) at tick 2p - 1 - s + 2i
+           so 2(m+p-1) ticks in all, like GPipe, but stage s never holds more than
+           min(p - s, m) <= p micro-batches: a ring buffer of p stage inputs, whatever m is.
+           In the steady state neighbouring stages run different ops in the same tick (one a
+           forward, the other a backward), which SPMD code does with a `lax.switch` on the
+           stage's own table entry. A cotangent is consumed the tick after it is sent; a
+           forward activation waits at most once per stage (micro-batch p - s, sent in the
+           warm-up, used after B(0)), in a one-slot inbox.
 
     table = schedule_table("1f1b", num_stages=4, num_microbatches=8)
-    table.forward[t, s]      # micro-batch run forward by stage s at tick t, -1 when idle
-    bubble_fraction(table)   # idle op slots / all op slots
-    max_live_microbatches(table)   # per stage, the most micro-batches forwarded but not backwarded
+    table.forward[t, s]            # micro-batch run forward by stage s at tick t, -1 when idle
+    bubble_fraction(table)         # idle op slots / all op slots == (p-1)/(m+p-1)
+    max_live_microbatches(table)   # per stage, the most micro-batches forwarded, not backwarded
 """
 
 from __future__ import annotations
@@ -39,16 +46,14 @@ IDLE = -1
 class ScheduleTable(NamedTuple):
     """Per tick and stage, the micro-batch run forward / backward (IDLE = -1 when none).
 
-    `slots_per_tick` is 1 when a tick holds either a forward or a backward per stage (GPipe),
-    2 when it holds one of each (1F1B).
+    At most one of `forward[t, s]`, `backward[t, s]` is not IDLE: one op slot per stage-tick.
     """
 
     schedule: str
     num_stages: int
     num_microbatches: int
-    forward: np.ndarray  # int [num_ticks, num_stages]
-    backward: np.ndarray  # int [num_ticks, num_stages]
-    slots_per_tick: int
+    forward: np.ndarray  # int32 [num_ticks, num_stages]
+    backward: np.ndarray  # int32 [num_ticks, num_stages]
 
     @property
     def num_ticks(self) -> int:
@@ -69,22 +74,24 @@ def _check_sizes(num_stages: int, num_microbatches: int) -> None:
         raise ValueError(f"num_microbatches must be >= 1, got {num_microbatches}")
 
 
-def forward_microbatch(tick, stage):
-    """Micro-batch that `stage` runs forward at `tick` in both schedules (may be out of range)."""
-    return tick - stage
+def forward_tick(schedule: str, stage: int, microbatch: int, num_stages: int) -> int:
+    """The tick at which `stage` runs the forward of `microbatch`."""
+    if schedule == GPIPE or microbatch < num_stages - stage:
+        return stage + microbatch
+    return 2 * microbatch + stage
 
 
-def backward_microbatch_1f1b(tick, stage, num_stages: int):
-    """Micro-batch that `stage` runs backward at `tick` under 1F1B (may be out of range)."""
-    return tick - (2 * (num_stages - 1) - stage)
+def backward_tick_1f1b(stage: int, microbatch: int, num_stages: int) -> int:
+    """The tick at which `stage` runs the backward of `microbatch` under 1F1B."""
+    return 2 * num_stages - 1 - stage + 2 * microbatch
 
 
 def num_ticks(schedule: str, num_stages: int, num_microbatches: int) -> int:
-    """Ticks of the forward scan (GPipe; its backward is the reversed scan) or of the 1F1B scan."""
+    """Ticks of the GPipe forward scan (its backward is the reversed scan) or of the 1F1B scan."""
     check_schedule(schedule)
     if schedule == GPIPE:
         return num_microbatches + num_stages - 1
-    return num_microbatches + 2 * (num_stages - 1)
+    return 2 * (num_microbatches + num_stages - 1)
 
 
 def schedule_table(schedule: str, num_stages: int, num_microbatches: int) -> ScheduleTable:
@@ -96,62 +103,76 @@ def schedule_table(schedule: str, num_stages: int, num_microbatches: int) -> Sch
     check_schedule(schedule)
     _check_sizes(num_stages, num_microbatches)
     p, m = int(num_stages), int(num_microbatches)
-    stages = np.arange(p)[None, :]
-
-    def in_range(mb):
-        return np.where((mb >= 0) & (mb < m), mb, IDLE)
-
-    if schedule == GPIPE:
-        forward_ticks = m + p - 1
-        ticks = np.arange(forward_ticks)[:, None]
-        forward = in_range(forward_microbatch(ticks, stages))
-        # The backward pass replays the forward scan in reverse: backward tick u mirrors
-        # forward tick forward_ticks - 1 - u.
-        backward = forward[::-1]
-        idle = np.full_like(forward, IDLE)
-        return ScheduleTable(
-            schedule, p, m, np.concatenate([forward, idle]), np.concatenate([idle, backward]), 1
-        )
-    ticks = np.arange(num_ticks(schedule, p, m))[:, None]
-    forward = in_range(forward_microbatch(ticks, stages))
-    backward = in_range(backward_microbatch_1f1b(ticks, stages, p))
-    return ScheduleTable(schedule, p, m, forward, backward, 2)
+    ticks = 2 * (m + p - 1)
+    forward = np.full((ticks, p), IDLE, np.int32)
+    backward = np.full((ticks, p), IDLE, np.int32)
+    for s in range(p):
+        for i in range(m):
+            forward[forward_tick(schedule, s, i, p), s] = i
+            if schedule == GPIPE:
+                # Backward tick u mirrors forward tick (m+p-2) - u of the forward scan.
+                backward[ticks - 1 - (s + i), s] = i
+            else:
+                backward[backward_tick_1f1b(s, i, p), s] = i
+    if np.any((forward != IDLE) & (backward != IDLE)):  # pragma: no cover - formula invariant
+        raise AssertionError(f"{schedule}: a stage-tick holds two ops (p={p}, m={m})")
+    return ScheduleTable(schedule, p, m, forward, backward)
 
 
 def bubble_fraction(table: ScheduleTable) -> float:
     """Idle op slots over all op slots (each stage runs one forward and one backward per
-    micro-batch; a GPipe tick holds one slot per stage, a 1F1B tick two)."""
+    micro-batch, one op per tick)."""
     busy = int(np.sum(table.forward != IDLE) + np.sum(table.backward != IDLE))
-    total = table.num_ticks * table.num_stages * table.slots_per_tick
-    return 1.0 - busy / total
+    return 1.0 - busy / (table.num_ticks * table.num_stages)
 
 
 def gpipe_bubble_formula(num_stages: int, num_microbatches: int) -> float:
-    """The GPipe bubble (p-1)/(m+p-1) (Huang et al. 2019)."""
+    """The bubble (p-1)/(m+p-1) of GPipe (Huang et al. 2019), which 1F1B shares."""
     return (num_stages - 1) / (num_microbatches + num_stages - 1)
 
 
-def lockstep_1f1b_bubble_formula(num_stages: int, num_microbatches: int) -> float:
-    """The bubble of this module's lockstep 1F1B: (2p-2)/(m+2p-2)."""
-    return (2 * num_stages - 2) / (num_microbatches + 2 * num_stages - 2)
-
-
 def max_live_microbatches(table: ScheduleTable) -> np.ndarray:
-    """Per stage, the most micro-batches whose forward has run and backward has not (counted
-    after each tick's forward, before its backward: what a stage must hold at once)."""
-    live = np.zeros(table.num_stages, dtype=int)
-    most = np.zeros(table.num_stages, dtype=int)
-    for tick in range(table.num_ticks):
-        live += table.forward[tick] != IDLE
-        most = np.maximum(most, live)
-        live -= table.backward[tick] != IDLE
-    return most
+    """Per stage, the most micro-batches whose forward has run and backward has not (after each
+    tick: what a stage must hold at once)."""
+    live = np.cumsum(table.forward != IDLE, axis=0) - np.cumsum(table.backward != IDLE, axis=0)
+    return live.max(axis=0)
+
+
+def max_waiting_activations(table: ScheduleTable) -> np.ndarray:
+    """Per stage, the most activations received from the previous stage but not yet run forward
+    (an activation sent at tick t arrives for tick t + 1). 1F1B's inbox has one slot: this must
+    stay <= 1."""
+    p = table.num_stages
+    waiting = np.zeros(p, dtype=int)
+    for s in range(1, p):
+        sent = np.flatnonzero(table.forward[:, s - 1] != IDLE)  # tick of F(i) on s-1, i ordered
+        used = np.flatnonzero(table.forward[:, s] != IDLE)
+        for t in range(table.num_ticks):
+            # arrived before tick t (sent at < t) and not yet used before or at... tick t reads it
+            pending = np.sum(sent < t) - np.sum(used < t)
+            waiting[s] = max(waiting[s], pending)
+    return waiting
+
+
+def cotangent_delays(table: ScheduleTable) -> np.ndarray:
+    """Per stage s < p-1, the largest gap in ticks between B(i) on s+1 and B(i) on s. 1F1B
+    keeps no cotangent buffer: every gap must be exactly 1."""
+    p = table.num_stages
+    delays = np.zeros(max(p - 1, 0), dtype=int)
+    for s in range(p - 1):
+        here = np.argsort(np.where(table.backward[:, s] != IDLE, table.backward[:, s], 1 << 30))
+        there = np.argsort(
+            np.where(table.backward[:, s + 1] != IDLE, table.backward[:, s + 1], 1 << 30)
+        )
+        m = table.num_microbatches
+        delays[s] = int(np.max(here[:m] - there[:m]))
+    return delays
 
 
 def stash_size_1f1b(num_stages: int) -> int:
-    """Slots of the 1F1B circular activation buffer: the most micro-batches stage 0 holds.
+    """Slots of the 1F1B ring buffer of stage inputs: p, the most micro-batches stage 0 holds.
 
-    Micro-batch i goes to slot i % size; it is live from tick i + s to tick i + 2(p-1) - s, and
-    micro-batch i + size starts at tick i + size + s, after that, so slots never collide.
+    Micro-batch i goes to slot i % p; micro-batch i + p is forwarded at tick 2(i + p) + s,
+    2s + 1 ticks after B(i) freed the slot, so slots never collide.
     """
-    return 2 * num_stages - 1
+    return int(num_stages)

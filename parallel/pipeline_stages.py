@@ -21,10 +21,10 @@ from jax.sharding import Mesh, PartitionSpec
 
 from parallel.pipeline_schedule import (
     GPIPE,
+    IDLE,
     ONE_F_ONE_B,
-    backward_microbatch_1f1b,
-    forward_microbatch,
     num_ticks,
+    schedule_table,
     stash_size_1f1b,
 )
 
@@ -116,7 +116,7 @@ def gpipe_forward(stage_fn: Callable, *, mesh: Mesh, stage_axis: str, num_stages
         received = jax.tree.map(lambda x: jnp.zeros_like(x[:, 0]), inputs_mb)
 
         def tick(received, t):
-            microbatch = jnp.clip(forward_microbatch(t, stage), 0, num_microbatches - 1)
+            microbatch = jnp.clip(t - stage, 0, num_microbatches - 1)  # F(i) at i + s
             y = stage_fn(params, _first_stage_input(stage, inputs_mb, microbatch, received))
             return jax.lax.ppermute(y, stage_axis, _ring(num_stages, 1)), y
 
@@ -136,23 +136,32 @@ def gpipe_forward(stage_fn: Callable, *, mesh: Mesh, stage_axis: str, num_stages
 
 # ----------------------------------------------------------------------------- 1F1B
 
+# Op codes of a stage-tick (the `lax.switch` branch index).
+_IDLE_OP, _FORWARD_OP, _BACKWARD_OP, _LAST_BACKWARD_OP = 0, 1, 2, 3
+
 
 def one_f_one_b(stage_fn: Callable, head_loss_fn: Callable, *, mesh: Mesh, stage_axis: str,
                 num_stages: int, num_microbatches: int, with_input_grads: bool) -> Callable:
     """`(stage_params, head_params, inputs_mb, targets_mb) -> (loss, stage_grads, head_grads,
     input_grads_mb or None)`: the 1F1B scan under shard_map.
 
-    `head_loss_fn(head_params, outputs, targets)` is the mean loss of one micro-batch; the
-    micro-batch losses are averaged. Stage s runs the forward of micro-batch t - s and the
-    backward of micro-batch t - 2(p-1) + s at tick t. The backward recomputes the stage from
-    its input, kept in a circular buffer of `stash_size_1f1b(p)` slots.
+    Each tick, stage s looks up its entry of `schedule_table("1f1b", p, m)` and runs one op in
+    a `lax.switch`: idle; forward of micro-batch i (its input kept in slot i % p of a ring
+    buffer of p stage inputs); backward of micro-batch i through `jax.vjp` of the stage,
+    recomputed from the stored input (on the last stage, of stage + `head_loss_fn`, the mean
+    loss of one micro-batch; micro-batch losses are averaged). The branch taken differs between
+    stages but never between the devices of one stage, so collectives of the automatic axes
+    inside a branch only involve devices that take it. Then activations go one stage forward,
+    cotangents one stage back, with `ppermute`.
     """
+    table = schedule_table(ONE_F_ONE_B, num_stages, num_microbatches)
     stash_size = stash_size_1f1b(num_stages)
     last = num_stages - 1
+    scale = 1.0 / num_microbatches
 
     def stage_and_loss(params, head_params, x, targets):
         y = stage_fn(params, x)
-        return y, head_loss_fn(head_params, y, targets) / num_microbatches
+        return y, head_loss_fn(head_params, y, targets) * scale
 
     def program(stage_params, head_params, inputs_mb, targets_mb):
         params = jax.tree.map(lambda a: a[0], stage_params)
@@ -161,59 +170,82 @@ def one_f_one_b(stage_fn: Callable, head_loss_fn: Callable, *, mesh: Mesh, stage
             (inputs_mb, targets_mb, head_params), stage_axis
         )
         placeholder_x = jax.tree.map(lambda x: jnp.zeros_like(x[:, 0]), inputs_mb)
-        carry = (  # every component stage-varying, as the scan body's outputs are
-            placeholder_x,  # activation received from the previous stage
-            placeholder_x,  # cotangent received from the next stage
-            # inputs of micro-batches forwarded but not yet backwarded
+        zero_loss = jnp.zeros((), jnp.float32)
+
+        def zeros_out():
+            # Every branch returns (y, d_params, d_head, d_x, loss) of these shapes.
+            return _varying((placeholder_x, _zeros_like(params), _zeros_like(head_params),
+                             placeholder_x, zero_loss), stage_axis)
+
+        def idle(x, stashed, g_out, targets):
+            return zeros_out()
+
+        def forward(x, stashed, g_out, targets):
+            y, d_params, d_head, d_x, loss = zeros_out()
+            return _varying(stage_fn(params, x), stage_axis), d_params, d_head, d_x, loss
+
+        def backward(x, stashed, g_out, targets):
+            _, pullback = jax.vjp(stage_fn, params, stashed)
+            d_params, d_x = pullback(g_out)
+            y, _, d_head, _, loss = zeros_out()
+            return y, d_params, d_head, d_x, loss
+
+        def last_backward(x, stashed, g_out, targets):
+            (_, loss), pullback = jax.vjp(
+                functools.partial(stage_and_loss, targets=targets), params, head_params, stashed
+            )
+            d_params, d_head, d_x = pullback((_zeros_like(g_out), jnp.ones_like(loss)))
+            y = zeros_out()[0]
+            return y, d_params, d_head, d_x, loss.astype(jnp.float32)
+
+        carry = _varying((
+            placeholder_x,  # inbox: the activation received from the previous stage, not yet run
+            placeholder_x,  # cotangent received from the next stage at the end of the last tick
             jax.tree.map(lambda x: jnp.zeros((stash_size, *x.shape), x.dtype), placeholder_x),
             _zeros_like(params),  # stage gradient accumulator
             _zeros_like(head_params),  # head gradient accumulator (last stage only)
-            jnp.zeros((), jnp.float32),  # loss accumulator (last stage only)
+            zero_loss,  # loss accumulator (last stage only)
             _zeros_like(inputs_mb) if with_input_grads else (),  # stage 0 only
-        )
-        carry = _varying(carry, stage_axis)
+        ), stage_axis)
 
-        def tick(carry, t):
-            received_x, received_g, stash, grads, head_grads, loss, input_grads = carry
-            fwd_mb = forward_microbatch(t, stage)
-            x = _first_stage_input(
-                stage, inputs_mb, jnp.clip(fwd_mb, 0, num_microbatches - 1), received_x
+        def tick(carry, rows):
+            inbox, received_g, stash, grads, head_grads, loss, input_grads = carry
+            forward_row, backward_row = rows
+            fwd_mb, bwd_mb = forward_row[stage], backward_row[stage]
+            is_forward, is_backward = fwd_mb != IDLE, bwd_mb != IDLE
+            op = jnp.where(is_forward, _FORWARD_OP, jnp.where(
+                is_backward, jnp.where(stage == last, _LAST_BACKWARD_OP, _BACKWARD_OP), _IDLE_OP))
+            fwd_index = jnp.maximum(fwd_mb, 0)
+            bwd_index = jnp.maximum(bwd_mb, 0)
+            x = _first_stage_input(stage, inputs_mb, fwd_index, inbox)
+            stashed = _take(stash, bwd_index % stash_size)
+            y, d_params, d_head, d_x, mb_loss = jax.lax.switch(
+                op, (idle, forward, backward, last_backward),
+                x, stashed, received_g, _microbatch(targets_mb, bwd_index),
             )
-            y = stage_fn(params, x)
-            # Unconditional write is safe: the slot's previous micro-batch finished its backward
-            # (see stash_size_1f1b), and out-of-range micro-batches land in unused slots.
+            # Only the slot of a forwarded micro-batch changes (its predecessor in the slot has
+            # finished its backward: see stash_size_1f1b).
+            slot = fwd_index % stash_size
             stash = jax.tree.map(
-                lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, fwd_mb % stash_size, 0),
-                stash, x,
-            )
-            # Backward slot: recompute the stage from its stored input, pull back the cotangent
-            # (the loss's on the last stage, the next stage's elsewhere).
-            bwd_mb = backward_microbatch_1f1b(t, stage, num_stages)
-            active = (bwd_mb >= 0) & (bwd_mb < num_microbatches)
-            bwd_index = jnp.clip(bwd_mb, 0, num_microbatches - 1)
-            (_, mb_loss), pullback = jax.vjp(
-                functools.partial(stage_and_loss, targets=_microbatch(targets_mb, bwd_index)),
-                params, head_params, _take(stash, bwd_mb % stash_size),
-            )
-            g_out = _where(active & (stage != last), received_g, _zeros_like(y))
-            g_loss = jnp.where(active & (stage == last), 1.0, 0.0).astype(mb_loss.dtype)
-            d_params, d_head, d_x = pullback((g_out, g_loss))
-            grads = jax.tree.map(lambda a, d: a + jnp.where(active, d, 0), grads, d_params)
-            on_last = active & (stage == last)
-            head_grads = jax.tree.map(lambda a, d: a + jnp.where(on_last, d, 0), head_grads, d_head)
-            loss = loss + jnp.where(on_last, mb_loss, 0).astype(loss.dtype)
-            d_x = _where(active, d_x, _zeros_like(d_x))
+                lambda buf, v: jax.lax.dynamic_update_index_in_dim(
+                    buf, jnp.where(is_forward, v, buf[slot]), slot, 0), stash, x)
+            grads = jax.tree.map(jnp.add, grads, d_params)
+            head_grads = jax.tree.map(jnp.add, head_grads, d_head)
+            loss = loss + mb_loss
             if with_input_grads:
                 old = _microbatch(input_grads, bwd_index)
                 input_grads = _set_microbatch(
-                    input_grads, bwd_index, _where(active & (stage == 0), d_x, old)
+                    input_grads, bwd_index, _where(is_backward & (stage == 0), d_x, old)
                 )
             sent_x = jax.lax.ppermute(y, stage_axis, _ring(num_stages, 1))
-            sent_g = jax.lax.ppermute(d_x, stage_axis, _ring(num_stages, -1))
-            return (sent_x, sent_g, stash, grads, head_grads, loss, input_grads), None
+            received_g = jax.lax.ppermute(d_x, stage_axis, _ring(num_stages, -1))
+            # Keep an arriving activation only when the previous stage ran a forward this tick.
+            arrived = (stage > 0) & (forward_row[(stage - 1) % num_stages] != IDLE)
+            inbox = _where(arrived, sent_x, inbox)
+            return (inbox, received_g, stash, grads, head_grads, loss, input_grads), None
 
-        ticks = jnp.arange(num_ticks(ONE_F_ONE_B, num_stages, num_microbatches))
-        (_, _, _, grads, head_grads, loss, input_grads), _ = jax.lax.scan(tick, carry, ticks)
+        rows = (jnp.asarray(table.forward), jnp.asarray(table.backward))
+        (_, _, _, grads, head_grads, loss, input_grads), _ = jax.lax.scan(tick, carry, rows)
         return (
             jax.lax.psum(loss, stage_axis),
             jax.tree.map(lambda g: g[None], grads),

@@ -73,14 +73,29 @@ def test_gpipe_bubble_is_the_formula(num_stages, num_microbatches):
 
 @pytest.mark.parametrize("num_stages,num_microbatches", PM_PAIRS)
 def test_1f1b_bubble_and_live_microbatches(num_stages, num_microbatches):
+    """1F1B idles as much as GPipe, (p-1)/(m+p-1), but stage s holds min(p-s, m) <= p
+    micro-batches, whatever m is; its one-slot inbox and unbuffered cotangents suffice."""
     table = ps.schedule_table("1f1b", num_stages, num_microbatches)
     assert ps.bubble_fraction(table) == pytest.approx(
-        ps.lockstep_1f1b_bubble_formula(num_stages, num_microbatches)
+        ps.gpipe_bubble_formula(num_stages, num_microbatches)
     )
+    assert table.num_ticks == 2 * (num_microbatches + num_stages - 1)
     live = ps.max_live_microbatches(table)
-    expected = np.minimum(2 * (num_stages - 1 - np.arange(num_stages)) + 1, num_microbatches)
-    np.testing.assert_array_equal(live, expected)
-    assert live.max() <= ps.stash_size_1f1b(num_stages)
+    np.testing.assert_array_equal(
+        live, np.minimum(num_stages - np.arange(num_stages), num_microbatches)
+    )
+    assert live.max() <= ps.stash_size_1f1b(num_stages) == num_stages
+    assert ps.max_waiting_activations(table).max() <= 1
+    np.testing.assert_array_equal(ps.cotangent_delays(table), 1)
+
+
+def test_1f1b_alternates_forward_and_backward_in_steady_state():
+    """Stage 1 of 4 with m=8: 2 warm-up forwards, then F B F B ..., then the last backwards."""
+    table = ps.schedule_table("1f1b", 4, 8)
+    ops = [f"F{f}" if f != ps.IDLE else f"B{b}" for f, b in
+           zip(table.forward[:, 1], table.backward[:, 1], strict=True) if max(f, b) != ps.IDLE]
+    assert ops == ["F0", "F1", "F2", "B0", "F3", "B1", "F4", "B2", "F5", "B3", "F6", "B4",
+                   "F7", "B5", "B6", "B7"]
 
 
 @pytest.mark.parametrize("schedule", ps.SCHEDULES)
@@ -213,7 +228,8 @@ def test_pipeline_bench_writes_counted_bubbles_and_memory(tmp_path):
     results = pipeline_bench.run(config, str(tmp_path))
     for row in results["bubble"]:
         assert row["gpipe_counted"] == pytest.approx(row["gpipe_formula"])
-        assert row["1f1b_max_live"] <= 2 * row["num_stages"] - 1
+        assert row["1f1b_counted"] == pytest.approx(row["gpipe_formula"])
+        assert row["1f1b_max_live"] == min(row["num_stages"], row["num_microbatches"])
     small, large = results["memory"]
     assert large["1f1b_temp_bytes"] == small["1f1b_temp_bytes"]
     assert large["gpipe_temp_bytes"] > small["gpipe_temp_bytes"]
