@@ -8,17 +8,18 @@ manual over that axis only, so other axes (`data`, `model`) stay automatic and f
 shardings of the arguments. Each schedule is a `lax.scan` over ticks in which every stage runs
 its stage, then hands its activation to the next stage with one `lax.ppermute`
 (`parallel.pipeline_schedule`: the tables and their bubbles; `parallel.pipeline_stages`: the
-programs each stage runs). Idle stages compute on placeholders and mask the results, because
-devices running different branches of a `lax.cond` deadlock on the collectives of the
-automatic axes.
+programs each stage runs).
 
   gpipe  a forward scan over m+p-1 ticks; its backward is `jax.grad` of that scan (so `apply`
          is differentiable by any JAX transformation). Activations of all micro-batches are
          kept for the backward: memory grows with m.
-  1f1b   one scan over m+2p-2 ticks; each tick a stage runs the forward of one micro-batch and
-         the backward of an older one, the backward through an explicit `jax.vjp` that
-         recomputes the stage from its stored input. A circular buffer holds at most 2p-1 stage
-         inputs, whatever m is: memory is flat in m, for one extra stage forward per micro-batch.
+  1f1b   PipeDream-Flush: one scan over 2(m+p-1) ticks; after a warm-up each stage alternates
+         the forward of one micro-batch and the backward of an older one (a `lax.switch` on
+         the stage's own entry of the schedule table), the backward through an explicit
+         `jax.vjp` that recomputes the stage from its stored input. A ring buffer holds at most
+         p stage inputs, whatever m is: memory is flat in m. Same bubble as GPipe,
+         (p-1)/(m+p-1); the price is one extra stage forward per micro-batch (as with full
+         remat of each stage). The loss head runs only in the last stage's backward slots.
 
     mesh = parallel.mesh.make_mesh({"data": 2, "model": 2, "stage": 2})
     loss, grads = pipeline.value_and_grad(stage_fn, loss_fn, stage_params, inputs, targets,
@@ -31,9 +32,10 @@ automatic axes.
 `loss_fn(outputs, targets)` must be a mean over the examples of the batch: micro-batches are
 equal-sized, so the mean of micro-batch losses is the full-batch loss. Micro-batch i holds
 examples i, i+m, i+2m, ... so that a batch sharded over `data` stays sharded within every
-micro-batch. Every stage evaluates the loss head on its micro-batch each tick (results of other
-stages than the last are masked out) under 1F1B; keep expensive heads out of `loss_fn` when
-that matters.
+micro-batch. Under 1F1B the loss head runs inside the shard_map: with a vocabulary sharded over
+an automatic axis, use `softmax_cross_entropy_with_integer_labels` from
+`parallel.pipeline_heads` (re-exported here) rather than optax's, whose gather aborts XLA's
+partitioner there (see that module).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from jax.sharding import Mesh
 
 from parallel import pipeline_stages as stages
 from parallel import remat
+from parallel.pipeline_heads import softmax_cross_entropy_with_integer_labels
 from parallel.pipeline_schedule import GPIPE, SCHEDULES, check_schedule
 
 PyTree = Any
@@ -57,6 +60,7 @@ __all__ = [
     "num_stages_of",
     "sequential_apply",
     "sequential_reference",
+    "softmax_cross_entropy_with_integer_labels",
     "value_and_grad",
     "value_and_grad_with_head",
 ]

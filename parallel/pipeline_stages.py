@@ -1,10 +1,15 @@
 """The per-stage programs of `parallel.pipeline`: what every stage runs under `jax.shard_map`.
 
-Both programs are a `lax.scan` over the ticks of `parallel.pipeline_schedule`. At each tick every
-stage computes (stages without work compute on placeholders whose results are masked out: SPMD
-devices cannot branch apart here, because collectives of the automatic `data` / `model` axes
-inside divergent `lax.cond` branches deadlock), then sends its activation to the next stage and,
-under 1F1B, its input cotangent to the previous one, with `lax.ppermute`.
+Both programs are a `lax.scan` over the ticks of `parallel.pipeline_schedule`; at each tick every
+stage runs its op, then sends its activation to the next stage and, under 1F1B, its input
+cotangent to the previous one, with `lax.ppermute` (outside any branch: every device takes part).
+
+GPipe's forward runs the stage on every tick, idle ticks on placeholders whose results are never
+read: its backward is `jax.grad` of the scan. 1F1B picks its op with a `lax.switch` on the
+stage's own table entry. Stages take different branches in the same tick, but the devices of
+one stage (its `data` / `model` sub-mesh) always take the same one, and the collectives XLA
+adds for those automatic axes have replica groups inside that sub-mesh (checked in the compiled
+HLO on jaxlib 0.10.2), so no collective waits on a device that skipped it.
 
 Callers go through `parallel.pipeline`; inputs are checked there.
 """
