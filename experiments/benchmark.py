@@ -22,6 +22,7 @@ results.json (schema_version 1):
     label, origin ("named" | "heldout" | "ood"), family, num_params, dataset (task.dataset_info()
     or null), random_guess_accuracy, zero_rule_accuracy (test split; null if not classification),
     distribution: {learned label: "held-out task of meta-training family F" | ...},
+    distribution_kind: {learned label: benchmark_suite.DISTRIBUTION_KINDS entry},
     optimizers: {label: {
       kind ("baseline" | "learned"), description, hparams (baselines) | config (learned),
       tuning: {best_value, num_trials, at_edge, study, trials: [[hparams, value], ...]} | null,
@@ -34,8 +35,10 @@ results.json (schema_version 1):
       compile_s, state_bytes, state_bytes_per_param,
       curves: {eval_steps, train|valid|test: {metric: [[per seed]]},
                train_loss_steps, train_loss_smoothed: [[per seed, every curve_stride steps]]}}}}
-  summary: {learned label: {origin: {num_tasks, speedup_ge_2, reached_adam_target,
-            within_10pct_of_adam, diverged}}}
+  summary: {learned label: {distribution kind ("heldout_in_family" | "out_of_distribution" |
+            "named_in_family" | "not_meta_trained"): {num_tasks, speedup_ge_2,
+            reached_adam_target, within_10pct_of_adam (final train loss),
+            test_within_10pct_of_adam, diverged, speedups, median_speedup}}}
 Speedup semantics (target = tuned Adam's final smoothed train loss, None = never reached):
 `experiments.benchmark_metrics`.
 """
@@ -148,6 +151,8 @@ def benchmark_task(suite_task, baselines, learned, config, workdir, tracker, pro
         "num_params": num_params, "dataset": info,
         "random_guess_accuracy": (info or {}).get("random_guess_accuracy"),
         "zero_rule_accuracy": (info or {}).get("zero_rule_accuracy"),
+        "distribution_kind": {s.label: benchmark_suite.distribution_kind(suite_task, s)
+                              for s in learned},
         "distribution": {s.label: benchmark_suite.distribution_label(suite_task, s)
                          for s in learned},
         "optimizers": {},
@@ -213,31 +218,42 @@ def benchmark_task(suite_task, baselines, learned, config, workdir, tracker, pro
 
 
 def headline_summary(task_records, learned_labels) -> dict:
-    """Per learned optimizer and task origin: how many tasks it won (speedup >= 2), reached
-    Adam's target, ended within 10% of Adam's final train loss, or diverged on (any seed)."""
+    """Per learned optimizer, grouped by where each task lies relative to ITS meta-training
+    distribution (`benchmark_suite.distribution_kind`): how many tasks it won (speedup >= 2),
+    reached Adam's target on, ended within 10% of Adam's final train loss (and test loss) on,
+    or diverged on (any seed); plus the median speedup (never-reached counts as 0)."""
     summary = {}
     for label in learned_labels:
-        by_origin = {}
+        by_kind = {}
         for record in task_records:
             entry = record["optimizers"].get(label)
             adam = record["optimizers"].get("adam")
             if entry is None:
                 continue
-            counts = by_origin.setdefault(record["origin"], {
+            counts = by_kind.setdefault(record["distribution_kind"][label], {
                 "num_tasks": 0, "speedup_ge_2": 0, "reached_adam_target": 0,
-                "within_10pct_of_adam": 0, "diverged": 0})
+                "within_10pct_of_adam": 0, "test_within_10pct_of_adam": 0, "diverged": 0,
+                "speedups": []})
             counts["num_tasks"] += 1
             speedup = (entry["speedup"] or {}).get("speedup")
+            counts["speedups"].append(speedup)
             counts["speedup_ge_2"] += int(speedup is not None and speedup >= 2.0)
             counts["reached_adam_target"] += int(speedup is not None)
             counts["diverged"] += int(any(entry["diverged"]))
             if adam is not None:
-                ours = entry["final"]["train_loss"]["mean"]
-                theirs = adam["final"]["train_loss"]["mean"]
-                counts["within_10pct_of_adam"] += int(
-                    ours is not None and theirs is not None and ours <= theirs + 0.1 * abs(theirs))
-        summary[label] = by_origin
+                counts["within_10pct_of_adam"] += _within_10pct(entry, adam, "train_loss")
+                counts["test_within_10pct_of_adam"] += _within_10pct(entry, adam, "test_loss")
+        for counts in by_kind.values():
+            counts["median_speedup"] = float(np.median([s or 0.0 for s in counts["speedups"]]))
+        summary[label] = by_kind
     return summary
+
+
+def _within_10pct(entry, adam, metric: str) -> int:
+    """1 if `entry`'s mean final `metric` is at most 10% above tuned Adam's (lower is better)."""
+    ours = entry["final"][metric]["mean"]
+    theirs = adam["final"][metric]["mean"]
+    return int(ours is not None and theirs is not None and ours <= theirs + 0.1 * abs(theirs))
 
 
 def run_benchmark(config, workdir, tracker) -> dict:
@@ -284,7 +300,7 @@ def run_benchmark(config, workdir, tracker) -> dict:
 
 _TOP_KEYS = ("schema_version", "command", "device", "settings", "wall_time_s", "tasks", "summary")
 _TASK_KEYS = ("label", "origin", "family", "num_params", "dataset", "random_guess_accuracy",
-              "zero_rule_accuracy", "distribution", "optimizers")
+              "zero_rule_accuracy", "distribution_kind", "distribution", "optimizers")
 _OPTIMIZER_KEYS = ("kind", "description", "tuning", "final", "per_seed", "diverged", "speedup",
                    "time_per_step_s", "compile_s", "state_bytes", "state_bytes_per_param", "curves")
 _SUMMARY_KEYS = ("mean", "std", "min", "max", "n", "n_finite")

@@ -44,15 +44,23 @@ def safe_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
 
 
+_KIND_WORDS = {"heldout_in_family": "held-out in-family",
+               "out_of_distribution": "out-of-distribution",
+               "named_in_family": "named in-family", "not_meta_trained": "(not meta-trained)"}
+
+
 def headline_text(results) -> str:
-    """A few lines per learned optimizer: wins, reached targets, divergences, by task origin."""
+    """A few lines per learned optimizer: wins, reached targets, divergences, grouped by where
+    the tasks lie relative to that optimizer's meta-training distribution."""
     lines = []
-    for label, by_origin in results["summary"].items():
-        for origin, c in by_origin.items():
-            lines.append(f"{label} on {c['num_tasks']} {origin} task(s): speedup >= 2x on "
-                         f"{c['speedup_ge_2']}, reached tuned Adam's final train loss on "
-                         f"{c['reached_adam_target']}, within 10% of Adam on "
-                         f"{c['within_10pct_of_adam']}, diverged on {c['diverged']}")
+    for label, by_kind in results["summary"].items():
+        for kind, c in by_kind.items():
+            lines.append(f"{label} on {c['num_tasks']} {_KIND_WORDS.get(kind, kind)} task(s): "
+                         f"speedup >= 2x on {c['speedup_ge_2']} (median "
+                         f"{c['median_speedup']:.3g}x), reached tuned Adam's final train loss on "
+                         f"{c['reached_adam_target']}, train loss within 10% of Adam on "
+                         f"{c['within_10pct_of_adam']}, test loss within 10% of Adam on "
+                         f"{c['test_within_10pct_of_adam']}, diverged on {c['diverged']}")
     return "\n".join(lines) if lines else "no learned optimizers in this benchmark"
 
 

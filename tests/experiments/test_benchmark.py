@@ -11,7 +11,7 @@ import optax
 import pytest
 from bench_fakes import FakeTask
 
-from experiments import benchmark, benchmark_suite, train_loop
+from experiments import benchmark, benchmark_report, benchmark_suite, train_loop
 from experiments import benchmark_metrics as bm
 
 STEPS, EVAL_EVERY = 40, 20
@@ -208,8 +208,38 @@ def test_checkpoint_spec_knows_its_meta_training_family(tmp_path):
     labels = [benchmark_suite.distribution_label(t, spec) for t in (heldout, other, ood)]
     assert labels == ["held-out task of meta-training family digits_mlp",
                       "out of distribution", "out of distribution"]
+    kinds = [benchmark_suite.distribution_kind(t, spec) for t in (heldout, other, ood)]
+    assert kinds == ["heldout_in_family", "out_of_distribution", "out_of_distribution"]
     (tmp_path / "la_digits.msgpack").write_bytes(b"not msgpack")
     with pytest.raises(ValueError, match="corrupt"):
         benchmark_suite.resolve_learned(f"checkpoint:{card}", num_steps=STEPS)
     with pytest.raises(ValueError, match="is not a file"):
         benchmark_suite.resolve_learned(f"checkpoint:{tmp_path / 'missing.json'}", num_steps=5)
+
+
+def _fake_record(kind, speedup, train, adam_train, test, adam_test, diverged=False):
+    def entry(train_loss, test_loss, speedup_value, diverged_flag):
+        return {"final": {"train_loss": {"mean": train_loss}, "test_loss": {"mean": test_loss}},
+                "speedup": None if speedup_value is False else {"speedup": speedup_value},
+                "diverged": [diverged_flag, False]}
+    return {"distribution_kind": {"lo": kind},
+            "optimizers": {"adam": entry(adam_train, adam_test, 1.0, False),
+                           "lo": entry(train, test, speedup, diverged)}}
+
+
+def test_headline_summary_groups_by_each_optimizers_distribution():
+    records = [
+        _fake_record("heldout_in_family", 3.0, 0.5, 1.0, 1.2, 1.0),     # win, test 20% worse
+        _fake_record("heldout_in_family", 1.5, 1.05, 1.0, 1.05, 1.0),   # no win, within 10%
+        _fake_record("out_of_distribution", None, 2.0, 1.0, 2.0, 1.0),  # never reached
+        _fake_record("out_of_distribution", 2.5, 0.9, 1.0, 0.9, 1.0, diverged=True),
+    ]
+    summary = benchmark.headline_summary(records, ["lo"])["lo"]
+    heldout, ood = summary["heldout_in_family"], summary["out_of_distribution"]
+    assert heldout["num_tasks"] == 2 and heldout["reached_adam_target"] == 2
+    assert heldout["speedup_ge_2"] == 1
+    assert (heldout["within_10pct_of_adam"], heldout["test_within_10pct_of_adam"]) == (2, 1)
+    assert heldout["median_speedup"] == pytest.approx(2.25)
+    assert (ood["speedup_ge_2"], ood["reached_adam_target"], ood["diverged"]) == (1, 1, 1)
+    assert ood["median_speedup"] == pytest.approx(1.25)  # never reached counts as 0
+    assert "median 2.25x" in benchmark_report.headline_text({"summary": {"lo": summary}})
