@@ -1,100 +1,315 @@
-"""Meta-training throughput: inner task-steps per second (tasks x unroll / outer-step time).
+"""Meta-training throughput: inner task-steps per second (tasks x unroll / outer-step time),
+and where the time of an outer step goes.
 
 Setups: (a) "regression": the regression-MLP family's 32-32 relu group, batch 64 (the
 16-32-32-1 MLP on synthetic data); (b) "digits": the digits-MLP family's first group.
-For each learned optimizer and estimator: compile (excluded), then the median wall time of
-`--steps` outer steps (each blocked on), 8 tasks x unroll 20 by default.
+For each setup, learned optimizer and estimator: one `MetaTrainer` outer step (jitted, state
+donated, scan over the unroll, tasks x particles vmapped), compiled first (excluded), then
+timed `steps` times. All measurements of a setup are interleaved round-robin (one call of
+each per round), so load from other processes hits them alike; medians are reported.
 
-    python -m experiments.bench_meta --workdir workdirs/bench_meta \
-        --lopts=mlp,adafac_mlp,hyper --estimators=pes,tbptt --setups=regression,digits
+The breakdown times, on the same population shapes, the parts an outer step is made of:
+  * lopt: K learned-optimizer updates of every particle on synthetic gradients (PES/ES:
+    forward; TBPTT: forward + the gradient w.r.t. theta, each step rematerialized);
+  * task: K value-and-grad steps of every particle's task with plain SGD (TBPTT: plus the
+    gradient through them w.r.t. the learning rate: the task's second-order share);
+  * make_task: building every task of the population from its task parameters (data-subset
+    permutation, label noise), which each outer step does once per task;
+the rest of the step (estimator bookkeeping, resets, objective) is `other`.
 
-Writes results.json and one metrics.jsonl row per measurement through experiments.tracking.
+    python -m experiments.bench_meta --workdir workdirs/bench_meta
+    python -m experiments.bench_meta --workdir workdirs/bench_meta_pes \
+        --config.estimators=pes --config.setups=regression --config.steps=50
+
+Writes results.json, report.md and one metrics.jsonl row per measurement into the workdir.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from absl import app, flags
+import optax
 
 import learned_opt as lo
 import models
-from experiments import tracking
+from experiments import cli, tracking
 from learned_opt import meta
-
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/bench_meta", "output directory")
-_LOPTS = flags.DEFINE_list("lopts", ["mlp", "adafac_mlp", "hyper"], "learned optimizers")
-_ESTIMATORS = flags.DEFINE_list("estimators", ["pes", "tbptt"], "estimators")
-_SETUPS = flags.DEFINE_list("setups", ["regression", "digits"], "regression and/or digits")
-_STEPS = flags.DEFINE_integer("steps", 20, "timed outer steps per measurement")
-_NUM_TASKS = flags.DEFINE_integer("num_tasks", 8, "population size")
-_UNROLL = flags.DEFINE_integer("unroll_length", 20, "inner steps per outer step")
 
 SETUPS = {
     "regression": ("regression_mlp", lambda g: g.hidden == (32, 32) and g.activation == "relu"
                    and g.batch_size == 64),
     "digits": ("digits_mlp", lambda g: True),
 }
+# The reference library on this machine, setup (a), inner task-steps/s (issue 5).
+REFERENCE = {("regression", "mlp", "pes"): 2100, ("regression", "adafac_mlp", "pes"): 1900,
+             ("regression", "hyper", "pes"): 700, ("regression", "mlp", "tbptt"): 930}
 
 
-def measure(setup: str, lopt_name: str, estimator_name: str) -> dict:
-    if setup not in SETUPS:
-        raise ValueError(f"unknown setup {setup!r}; valid: {sorted(SETUPS)}")
-    family_name, pick = SETUPS[setup]
-    family = models.get_family(family_name)
-    group = next(g for g in family.groups("meta_train") if pick(g))
-    lopt = lo.get_lopt(lopt_name)
-    unroller = meta.TruncatedUnroller(family, group, lopt, unroll_length=_UNROLL.value,
-                                      schedule=meta.LogUniformSchedule(100, 1000))
-    trainer = meta.MetaTrainer(unroller, meta.get_estimator(estimator_name),
-                               num_tasks=_NUM_TASKS.value,
-                               mesh=meta.population_mesh(jax.devices()[:1]))
-    state = trainer.init(jax.random.key(0), lopt.init(jax.random.key(0)))
-    start = time.perf_counter()
-    state, _ = trainer.step(state)
-    jax.block_until_ready(state)
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(_STEPS.value):
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.setups = ("regression", "digits")
+    c.lopts = ("mlp", "adafac_mlp", "hyper")
+    c.estimators = ("pes", "tbptt")
+    c.steps = 30              # timed rounds (medians reported)
+    c.num_tasks = 8
+    c.unroll_length = 20
+    c.min_horizon, c.max_horizon = 100, 1000
+    c.num_devices = 1         # population mesh over this many devices
+    c.breakdown = True        # also time the parts of an outer step
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    for setup in config.setups:
+        if setup not in SETUPS:
+            raise ValueError(f"unknown setup {setup!r}; valid: {sorted(SETUPS)}")
+    for name in config.lopts:
+        if name not in lo.list_lopts():
+            raise ValueError(f"unknown lopt {name!r}; valid: {lo.list_lopts()}")
+    for name in config.estimators:
+        if name not in meta.estimators.ESTIMATORS:
+            raise ValueError(f"unknown estimator {name!r}; valid: "
+                             f"{sorted(meta.estimators.ESTIMATORS)}")
+
+
+def setup_group(setup: str):
+    family = models.get_family(SETUPS[setup][0])
+    return family, next(g for g in family.groups("meta_train") if SETUPS[setup][1](g))
+
+
+# ---------------------------------------------------------------------- timed callables
+
+
+class Timed:
+    """A zero-argument callable run repeatedly; `call()` must block until its result is ready."""
+
+    def __init__(self, name: str, call):
+        self.name, self.call, self.times = name, call, []
+
+    def compile(self) -> float:
         start = time.perf_counter()
-        state, _ = trainer.step(state)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - start)
-    median = float(np.median(times))
-    return {"setup": setup, "group": repr(group), "lopt": lopt_name,
-            "estimator": estimator_name, "num_tasks": _NUM_TASKS.value,
-            "unroll_length": _UNROLL.value, "median_outer_step_s": median,
-            "outer_steps_per_s": 1.0 / median,
-            "inner_task_steps_per_s": _NUM_TASKS.value * _UNROLL.value / median,
-            "first_step_s_incl_compile": compile_s, "timed_steps": _STEPS.value,
-            "num_skipped": int(state.num_skipped), "device": str(jax.devices()[0])}
+        self.call()
+        return time.perf_counter() - start
+
+    def time_once(self) -> None:
+        start = time.perf_counter()
+        self.call()
+        self.times.append(time.perf_counter() - start)
+
+    @property
+    def median_s(self) -> float:
+        return float(np.median(self.times))
 
 
-def main(argv):
-    del argv
-    tracker = tracking.start_run(_WORKDIR.value, config={
-        "lopts": _LOPTS.value, "estimators": _ESTIMATORS.value, "setups": _SETUPS.value,
-        "steps": _STEPS.value, "num_tasks": _NUM_TASKS.value, "unroll_length": _UNROLL.value})
-    results = []
-    for setup in _SETUPS.value:
-        for lopt_name in _LOPTS.value:
-            for estimator_name in _ESTIMATORS.value:
-                row = measure(setup, lopt_name, estimator_name)
-                results.append(row)
-                tracker.log_metrics(len(results), {k: v for k, v in row.items()
-                                                   if isinstance(v, (int, float))})
-                print(f"{setup:10s} {lopt_name:10s} {estimator_name:6s} "
-                      f"{row['inner_task_steps_per_s']:9.0f} inner task-steps/s "
-                      f"({row['outer_steps_per_s']:.2f} outer steps/s)", flush=True)
-    path = Path(_WORKDIR.value) / "results.json"
-    path.write_text(json.dumps(results, indent=1))
-    tracker.log_artifact(path)
+def outer_step(config, trainer, theta) -> Timed:
+    holder = {"state": trainer.init(jax.random.key(0), theta)}
+
+    def call():
+        holder["state"], _ = trainer.step(holder["state"])  # the state is donated
+        jax.block_until_ready(holder["state"])
+    timed = Timed("step", call)
+    timed.holder = holder
+    return timed
+
+
+def _population_params(task_fn, family, group, count):
+    keys = jax.random.split(jax.random.key(0), count)
+    task_params = jax.vmap(lambda k: family.sample_task_params(k, group))(keys)
+    params = jax.vmap(lambda tp, k: task_fn(tp).init(k))(task_params, keys)
+    return task_params, params
+
+
+def _loss_like(grads) -> jax.Array:
+    """A scalar standing in for the loss, for optimizers with loss features."""
+    return sum(jnp.mean(g * g) for g in jax.tree.leaves(grads))
+
+
+def lopt_part(config, lopt, family, group, estimator) -> Timed:
+    """K updates of every particle on synthetic gradients (TBPTT: plus d/dtheta)."""
+    count = config.num_tasks * estimator.num_particles
+    _, params = _population_params(lambda tp: family.make_task(group, tp), family, group, count)
+    num_steps = config.max_horizon if lopt.needs_num_steps else None
+
+    def run(theta, params):
+        tx = lopt.optimizer(theta, num_steps=num_steps)
+        state = jax.vmap(tx.init)(params)
+
+        def body(carry, k):
+            p, s = carry
+            g = jax.tree.map(lambda x: jnp.sin(3.0 * x + k), p)  # gradient-like, varies
+            u, s = jax.vmap(lambda g, s, p: tx.update(g, s, p, value=_loss_like(g)))(
+                g, s, p)
+            return (optax.apply_updates(p, u), s), None
+        if estimator.name == "tbptt":
+            body = jax.checkpoint(body, prevent_cse=False)
+        (p, _), _ = jax.lax.scan(body, (params, state), jnp.arange(config.unroll_length,
+                                                                   dtype=jnp.float32))
+        return sum(jnp.sum(x * x) for x in jax.tree.leaves(p))
+
+    fn = jax.jit(jax.grad(run) if estimator.name == "tbptt" else run)
+    theta = lopt.init(jax.random.key(0))
+    return Timed("lopt", lambda: jax.block_until_ready(fn(theta, params)))
+
+
+def task_part(config, family, group, estimator) -> Timed:
+    """K SGD steps of every particle's task (TBPTT: plus d/d learning rate through them)."""
+    count = config.num_tasks * estimator.num_particles
+    task_params, params = _population_params(lambda tp: family.make_task(group, tp), family,
+                                             group, count)
+
+    def run(lr, task_params, params):
+        def one(tp, p):
+            task = family.make_task(group, tp)
+
+            def body(p, k):
+                batch = task.sample_batch(jax.random.fold_in(jax.random.key(1), k), "train")
+                loss, g = jax.value_and_grad(task.loss)(p, batch)
+                return jax.tree.map(lambda x, y: x - lr * y, p, g), loss
+            if estimator.name == "tbptt":
+                body = jax.checkpoint(body, prevent_cse=False)
+            return jnp.sum(jax.lax.scan(body, p, jnp.arange(config.unroll_length))[1])
+        return jnp.sum(jax.vmap(one)(task_params, params))
+
+    fn = jax.jit(jax.grad(run) if estimator.name == "tbptt" else run)
+    lr = jnp.float32(1e-2)
+    return Timed("task", lambda: jax.block_until_ready(fn(lr, task_params, params)))
+
+
+def make_task_part(config, family, group) -> Timed:
+    """Build every task of the population once (what an outer step does per task)."""
+    keys = jax.random.split(jax.random.key(0), config.num_tasks)
+
+    def build(key):
+        task = family.make_task(group, family.sample_task_params(key, group))
+        # A batch from the built task, so that everything it precomputes is used.
+        return task.sample_batch(jax.random.key(1), "train")
+    fn = jax.jit(jax.vmap(build))
+    return Timed("make_task", lambda: jax.block_until_ready(fn(keys)))
+
+
+# ---------------------------------------------------------------------------- measurement
+
+
+def measure_setup(config, setup: str) -> list[dict]:
+    family, group = setup_group(setup)
+    mesh = meta.population_mesh(jax.devices()[:config.num_devices])
+    cases = []
+    for lopt_name in config.lopts:
+        lopt = lo.get_lopt(lopt_name)
+        for estimator_name in config.estimators:
+            estimator = meta.get_estimator(estimator_name)
+            unroller = meta.TruncatedUnroller(
+                family, group, lopt, unroll_length=config.unroll_length,
+                schedule=meta.LogUniformSchedule(config.min_horizon, config.max_horizon))
+            trainer = meta.MetaTrainer(unroller, estimator, num_tasks=config.num_tasks,
+                                       mesh=mesh)
+            parts = [outer_step(config, trainer, lopt.init(jax.random.key(0)))]
+            if config.breakdown:
+                parts += [lopt_part(config, lopt, family, group, estimator),
+                          task_part(config, family, group, estimator)]
+            cases.append(((lopt_name, estimator_name), parts))
+    shared = [make_task_part(config, family, group)] if config.breakdown else []
+    compile_s = {}
+    for key, parts in cases:
+        for part in parts:
+            compile_s[key + (part.name,)] = part.compile()
+            print(f"compiled {setup} {key} {part.name} in {compile_s[key + (part.name,)]:.1f}s",
+                  flush=True)
+    for part in shared:
+        part.compile()
+    everything = [p for _, parts in cases for p in parts] + shared
+    for _ in range(config.steps):
+        for part in everything:
+            part.time_once()
+    rows = []
+    make_task_s = shared[0].median_s if shared else None
+    for (lopt_name, estimator_name), parts in cases:
+        step = parts[0]
+        median = step.median_s
+        state = step.holder["state"]
+        row = {"setup": setup, "group": repr(group), "lopt": lopt_name,
+               "estimator": estimator_name, "num_tasks": config.num_tasks,
+               "unroll_length": config.unroll_length, "median_outer_step_ms": 1e3 * median,
+               "inner_task_steps_per_s": config.num_tasks * config.unroll_length / median,
+               "compile_s": compile_s[(lopt_name, estimator_name, "step")],
+               "timed_steps": config.steps, "num_skipped": int(state.num_skipped)}
+        reference = REFERENCE.get((setup, lopt_name, estimator_name))
+        if reference:
+            row["reference_inner_task_steps_per_s"] = reference
+            row["ratio_to_reference"] = row["inner_task_steps_per_s"] / reference
+        if config.breakdown:
+            row["lopt_ms"] = 1e3 * parts[1].median_s
+            row["task_ms"] = 1e3 * parts[2].median_s
+            row["make_task_ms"] = 1e3 * make_task_s
+            row["other_ms"] = row["median_outer_step_ms"] - (
+                row["lopt_ms"] + row["task_ms"] + row["make_task_ms"])
+            shares = {k: row[f"{k}_ms"] for k in ("lopt", "task", "make_task", "other")}
+            row["limited_by"] = max(shares, key=shares.get)
+        rows.append(row)
+    return rows
+
+
+def format_report(config, rows: list[dict], env: dict) -> str:
+    lines = [
+        "# Meta-training throughput",
+        "",
+        f"{config.num_tasks} tasks x unroll {config.unroll_length}, horizons log-uniform "
+        f"[{config.min_horizon}, {config.max_horizon}], {config.num_devices} device(s): "
+        f"{env['device']}; load average at start {env['load_start']}, at end {env['load_end']}. "
+        f"Median of {config.steps} interleaved outer steps, compile excluded.",
+        "",
+        "| setup | lopt | estimator | task-steps/s | vs reference | step ms | lopt ms | "
+        "task ms | make_task ms | other ms | limited by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ref = (f"{r['ratio_to_reference']:.2f}x of {r['reference_inner_task_steps_per_s']}"
+               if "ratio_to_reference" in r else "-")
+        parts = " | ".join(f"{r[k]:.1f}" if k in r else "-"
+                           for k in ("lopt_ms", "task_ms", "make_task_ms", "other_ms"))
+        lines.append(f"| {r['setup']} | {r['lopt']} | {r['estimator']} | "
+                     f"{r['inner_task_steps_per_s']:.0f} | {ref} | "
+                     f"{r['median_outer_step_ms']:.1f} | {parts} | {r.get('limited_by', '-')} |")
+    lines += ["", "Parts are timed separately on the same shapes (see the script's docstring); "
+              "they overlap imperfectly with the fused step, so `other` can be negative."]
+    return "\n".join(lines) + "\n"
+
+
+def main(config, workdir):
+    validate(config)
+    workdir = Path(workdir)
+    tracker = tracking.start_run(workdir, config=config.to_dict())
+    env = {"device": str(jax.devices()[0]), "load_start": os.getloadavg()}
+    rows = []
+    for setup in config.setups:
+        for row in measure_setup(config, setup):
+            rows.append(row)
+            tracker.log_metrics(len(rows), {k: v for k, v in row.items()
+                                            if isinstance(v, (int, float))
+                                            and not isinstance(v, bool)})
+            print(f"{row['setup']:10s} {row['lopt']:10s} {row['estimator']:6s} "
+                  f"{row['inner_task_steps_per_s']:9.0f} inner task-steps/s "
+                  f"({row['median_outer_step_ms']:.1f} ms / outer step, limited by "
+                  f"{row.get('limited_by', '?')})", flush=True)
+    env["load_end"] = os.getloadavg()
+    report = format_report(config, rows, env)
+    (workdir / "results.json").write_text(json.dumps(
+        {"config": config.to_dict(), "env": env, "rows": rows}, indent=1))
+    (workdir / "report.md").write_text(report)
+    print(report)
+    tracker.log_artifact(workdir / "results.json")
+    tracker.log_artifact(workdir / "report.md")
     tracker.finish()
+    return rows
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, config_help="meta-training throughput benchmark config",
+            default_config=default_config(), default_workdir="workdirs/bench_meta")

@@ -8,6 +8,14 @@ checkpoints/ (every `checkpoint_every` steps and at the end) and, at the end, th
 in pretrained format (`<name>.msgpack` + `<name>.json`), loadable with `lo.load_pretrained`.
 Run the same command again on the same workdir to resume from its latest checkpoint; a
 checkpoint written under an incompatible config refuses to resume and says which keys differ.
+
+Mixtures of shape groups train one theta over several groups at once (one vmapped
+sub-population of `num_tasks` tasks per group; the meta-gradient averages over groups):
+`--config.num_groups=3` draws 3 meta-train groups of the family (-1: all of them), and
+`--config.family=digits_mlp,mnist1d_mlp` mixes families (num_groups groups of each):
+
+    python -m experiments.meta_train --config experiments/configs/meta_mixed.py \
+        --workdir workdirs/mixed --config.family=digits_mlp,mnist1d_mlp --config.num_groups=2
 """
 
 from __future__ import annotations
@@ -35,6 +43,14 @@ from learned_opt.pretrained import save_pretrained
 
 # Keys that may change between a run and its resumption; every other key is fingerprinted.
 RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name")
+# Keys added after checkpoints existed, with the value older runs implicitly used: at that
+# value they are left out of the fingerprint, so those checkpoints still resume.
+LATER_KEYS = {"num_groups": 1}
+
+
+def family_names(config: ml_collections.ConfigDict) -> list[str]:
+    """The task families of `config.family` (one name, or several separated by commas)."""
+    return [name.strip() for name in str(config.family).split(",") if name.strip()]
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -47,8 +63,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"valid keys: {sorted(valid)}")
     if config.lopt not in lo.list_lopts():
         raise ValueError(f"unknown lopt {config.lopt!r}; valid: {lo.list_lopts()}")
-    if config.family not in models.list_families():
-        raise ValueError(f"unknown family {config.family!r}; valid: {models.list_families()}")
+    names = family_names(config)
+    if not names:
+        raise ValueError(f"config.family names no family: {config.family!r}; valid: "
+                         f"{models.list_families()}")
+    for name in names:
+        if name not in models.list_families():
+            raise ValueError(f"unknown family {name!r}; valid: {models.list_families()}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"config.family lists a family twice: {config.family!r}")
+    if config.num_groups == 0 or config.num_groups < -1:
+        raise ValueError(f"config.num_groups must be positive or -1 (all meta_train groups), "
+                         f"got {config.num_groups}")
+    if config.group_index >= 0 and (len(names) > 1 or config.num_groups != 1):
+        raise ValueError(f"config.group_index={config.group_index} picks one group of one "
+                         f"family; with family={config.family!r} and num_groups="
+                         f"{config.num_groups} leave it at -1")
     if config.estimator not in meta.estimators.ESTIMATORS:
         raise ValueError(f"unknown estimator {config.estimator!r}; valid: "
                          f"{sorted(meta.estimators.ESTIMATORS)}")
@@ -67,24 +97,51 @@ def pick_group(family, config):
     return family.sample_group(jax.random.key(config.seed), "meta_train")
 
 
+def pick_groups(config) -> list[tuple]:
+    """[(family, group)] to meta-train on: one pair for a single group, else a mixture.
+
+    A single family with num_groups=1 uses `pick_group` (group_index or drawn from the seed);
+    otherwise each family contributes num_groups distinct meta_train groups (-1: all), drawn
+    without replacement from the seed.
+    """
+    names = family_names(config)
+    if len(names) == 1 and config.num_groups == 1:
+        family = models.get_family(names[0])
+        return [(family, pick_group(family, config))]
+    pairs = []
+    for index, name in enumerate(names):
+        family = models.get_family(name)
+        groups = family.groups("meta_train")
+        count = len(groups) if config.num_groups == -1 else config.num_groups
+        if count > len(groups):
+            raise ValueError(f"num_groups={config.num_groups} but family {name!r} has only "
+                             f"{len(groups)} meta_train groups")
+        order = jax.random.permutation(
+            jax.random.fold_in(jax.random.key(config.seed), index), len(groups))
+        pairs += [(family, groups[int(i)]) for i in order[:count]]
+    return pairs
+
+
 def build(config: ml_collections.ConfigDict):
-    """(lopt, trainer, group) for a validated config."""
+    """(lopt, trainer, [(family, group)]) for a validated config."""
     lopt = lo.get_lopt(config.lopt, **config.lopt_kwargs.to_dict())
-    family = models.get_family(config.family)
-    group = pick_group(family, config)
-    unroller = meta.TruncatedUnroller(
-        family, group, lopt, unroll_length=config.unroll_length,
-        schedule=meta.get_schedule(config.truncation, min_length=config.min_horizon,
-                                   max_length=config.max_horizon),
-        objective=meta.MetaObjective(config.objective_split, config.normalize, config.loss_clip))
+    schedule = meta.get_schedule(config.truncation, min_length=config.min_horizon,
+                                 max_length=config.max_horizon)
+    objective = meta.MetaObjective(config.objective_split, config.normalize, config.loss_clip)
+    pairs = pick_groups(config)
+    unrollers = [meta.TruncatedUnroller(family, group, lopt, unroll_length=config.unroll_length,
+                                        schedule=schedule, objective=objective)
+                 for family, group in pairs]
     estimator = meta.get_estimator(config.estimator, sigma=config.sigma)
-    trainer = meta.MetaTrainer(unroller, estimator, num_tasks=config.num_tasks,
+    trainer = meta.MetaTrainer(unrollers[0] if len(unrollers) == 1 else unrollers, estimator,
+                               num_tasks=config.num_tasks,
                                outer_tx=meta.default_outer_tx(config.outer_lr, config.grad_clip))
-    return lopt, trainer, group
+    return lopt, trainer, pairs
 
 
 def fingerprint(config: ml_collections.ConfigDict) -> dict:
-    fp = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_KEYS}
+    fp = {k: v for k, v in config.to_dict().items()
+          if k not in RESUMABLE_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])}
     fp["num_devices"] = jax.device_count()  # the population layout in the checkpoint
     return fp
 
@@ -98,8 +155,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
     """Meta-train (or resume) in `workdir`; returns the path of the pretrained card."""
     validate(config)
     workdir = Path(workdir)
-    lopt, trainer, group = build(config)
-    name = config.name or f"{config.lopt}_{config.family}"
+    lopt, trainer, pairs = build(config)
+    name = config.name or f"{config.lopt}_{'+'.join(family_names(config))}"
     ckpt = MetaCheckpointer(workdir / "checkpoints", fingerprint(config))
     ckpt.check_compatible()  # before compiling anything
     tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))
@@ -133,7 +190,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
             row = {k: float(v) for k, v in means.items() if not k.startswith("num_")}
             row.update({k: int(v) for k, v in counters.items()},
                        outer_steps_per_s=steps_per_s,
-                       inner_steps_per_s=steps_per_s * config.num_tasks * config.unroll_length)
+                       inner_steps_per_s=steps_per_s * trainer.total_tasks
+                       * config.unroll_length)
             tracker.log_metrics(step, row)
             bar.set_postfix(meta_loss=f"{row['meta_loss']:.4f}")
             pending, last_log = [], (now, step)
@@ -148,11 +206,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
     if env_path.exists():
         git = json.loads(env_path.read_text()).get("git", {})
     card = {
-        "family": config.family, "group": repr(group), "estimator": config.estimator,
-        "sigma": config.sigma, "num_tasks": config.num_tasks,
+        "family": config.family, "group": repr(pairs[0][1]) if len(pairs) == 1 else None,
+        "groups": [f"{family.name}:{group!r}" for family, group in pairs],
+        "estimator": config.estimator, "sigma": config.sigma, "num_tasks": config.num_tasks,
+        "total_tasks": trainer.total_tasks,
         "unroll_length": config.unroll_length, "truncation": config.truncation,
         "horizons": [config.min_horizon, config.max_horizon],
-        "lopt_num_steps": trainer.unroller.lopt_num_steps,
+        "lopt_num_steps": trainer.unrollers[0].lopt_num_steps,
         "outer_steps": int(_host(state.step)), "seed": config.seed,
         "num_skipped": int(_host(state.num_skipped)),
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),

@@ -13,11 +13,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.name = ""                    # pretrained name of the result; "" -> "<lopt>_<family>"
     c.lopt = "mlp"                 # lo.list_lopts()
     c.lopt_kwargs = ml_collections.ConfigDict()   # architecture hyperparameters
-    c.family = "digits_mlp"        # models.list_families()
-    c.group_index = -1             # index into family.groups("meta_train"); -1: drawn from seed
+    c.family = "digits_mlp"        # models.list_families(); several: "digits_mlp,mnist1d_mlp"
+    c.num_groups = 1               # meta_train groups per family mixed in one run; -1: all
+    c.group_index = -1             # one family, num_groups=1: index into family.groups(
+                                   # "meta_train"); -1: drawn from seed
     c.estimator = "pes"            # tbptt | es | pes
     c.sigma = 0.01                 # ES / PES perturbation scale
-    c.num_tasks = 8                # population size (a multiple of the device count)
+    c.num_tasks = 8                # population size, per group (a multiple of the devices)
     c.unroll_length = 20           # inner steps per outer step
     c.truncation = "log_uniform"   # constant (uses max_horizon) | log_uniform
     c.min_horizon = 100

@@ -150,8 +150,7 @@ def get_estimator(name: str, **kwargs):
     return ESTIMATORS[name](**kwargs)
 
 
-def population_task_grads(estimator, unroller, theta, est_state, population):
-    """Sum over the tasks given of their meta-gradient contributions (and metric sums)."""
+def _group_task_grads(estimator, unroller, theta, est_state, population):
     def one_task(est_task_state, task_state):
         return estimator.task_grad(unroller, theta, est_task_state, task_state)
 
@@ -161,13 +160,50 @@ def population_task_grads(estimator, unroller, theta, est_state, population):
     return grad_sum, out.est_state, out.task_state, metric_sums
 
 
+def is_mixture(unroller) -> bool:
+    """True for a tuple of unrollers: one sub-population per static shape group."""
+    return isinstance(unroller, tuple)
+
+
+def num_population_tasks(population) -> int:
+    """Tasks in a population, or in all sub-populations of a mixture (a tuple)."""
+    groups = (population,) if isinstance(population, pop_lib.TaskState) else population
+    return sum(jax.tree.leaves(p.step)[0].shape[0] for p in groups)
+
+
+def population_task_grads(estimator, unroller, theta, est_state, population):
+    """Sum over the tasks given of their meta-gradient contributions (and metric sums).
+
+    `unroller` is one `TruncatedUnroller`, or a tuple of them (a mixture of shape groups):
+    then `est_state` and `population` are tuples too, one sub-population per group, each
+    vmapped on its own, and the sums run over every task of every group. The metric sums
+    then also hold `meta_loss_group{i}`, scaled so that dividing by the total task count
+    gives group i's mean.
+    """
+    if not is_mixture(unroller):
+        return _group_task_grads(estimator, unroller, theta, est_state, population)
+    if not len(unroller) == len(est_state) == len(population):
+        raise ValueError(f"a mixture of {len(unroller)} groups needs as many sub-populations "
+                         f"and estimator states, got {len(population)} and {len(est_state)}")
+    outs = [_group_task_grads(estimator, u, theta, e, p)
+            for u, e, p in zip(unroller, est_state, population, strict=True)]
+    grad_sum = jax.tree.map(lambda *g: sum(g), *[out[0] for out in outs])
+    sums = {k: sum(out[3][k] for out in outs) for k in outs[0][3]}
+    total = num_population_tasks(population)
+    for i, (out, group_population) in enumerate(zip(outs, population, strict=True)):
+        share = total / num_population_tasks(group_population)
+        sums[f"meta_loss_group{i}"] = out[3]["meta_loss"] * share
+    return (grad_sum, tuple(out[1] for out in outs), tuple(out[2] for out in outs), sums)
+
+
 def meta_grad(estimator, unroller, theta, est_state, population):
     """Population-mean meta-gradient on one device: (grad, est_state, population, metrics).
 
     Metrics are population means, except the counters `num_resets` and `num_nonfinite`
-    (totals). See `learned_opt.meta.sharding` for the same over a device mesh.
+    (totals). For a mixture (tuple of unrollers), the mean runs over every task of every
+    group. See `learned_opt.meta.sharding` for the same over a device mesh.
     """
-    num_tasks = jax.tree.leaves(population.step)[0].shape[0]
+    num_tasks = num_population_tasks(population)
     grad_sum, est_state, population, sums = population_task_grads(
         estimator, unroller, theta, est_state, population)
     return (jax.tree.map(lambda g: g / num_tasks, grad_sum), est_state, population,

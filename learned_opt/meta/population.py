@@ -121,12 +121,13 @@ class TruncatedUnroller:
         if stagger:
             num_segments = horizon // self.unroll_length
             horizon = self.unroll_length * jax.random.randint(k_stagger, (), 1, num_segments + 1)
-        first_batch = task.sample_batch(step_key(k_traj, 0, _TRAIN_BATCH), "train")
-        scale = self.objective.scale(task.loss(params, first_batch))
         inner = InnerState(params, opt_state, jnp.asarray(False))
         inner = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_particles,) + x.shape), inner)
+        # The loss scale is filled in by the first unroll (see `trajectory_scale`), which builds
+        # the task anyway: building it here too would double the cost of task construction
+        # (e.g. a data-subset permutation) for every outer step, reset or not.
         return TaskState(task_params, inner, jnp.zeros((), jnp.int32), horizon.astype(jnp.int32),
-                         scale, k_traj, k_next)
+                         jnp.full((), jnp.nan, jnp.float32), k_traj, k_next)
 
     def init_task(self, key: jax.Array, theta: PyTree, num_particles: int) -> TaskState:
         """The first trajectory of one population slot (staggered)."""
@@ -141,12 +142,21 @@ class TruncatedUnroller:
 
     # ---- the unroll ---------------------------------------------------------------------
 
-    def unroll_particle(self, theta: PyTree, state: TaskState, inner: InnerState):
-        """K inner steps of one particle with meta-parameters `theta`.
+    def trajectory_scale(self, task, state: TaskState) -> jax.Array:
+        """The meta-objective normalizer of the task's trajectory: computed from the loss at
+        its start on the first unroll of a trajectory (step 0), carried afterwards."""
+        def initial_scale():
+            params = jax.tree.map(lambda x: x[0], state.inner.params)  # particles start equal
+            first_batch = task.sample_batch(step_key(state.traj_key, 0, _TRAIN_BATCH), "train")
+            return self.objective.scale(task.loss(params, first_batch))
+        return jnp.where(state.step == 0, initial_scale(), state.loss_scale)
 
+    def unroll_particle(self, task, theta: PyTree, state: TaskState, inner: InnerState):
+        """K inner steps of one particle of `task` with meta-parameters `theta`.
+
+        `state.loss_scale` must already be the trajectory's scale (see `trajectory_scale`).
         Returns (meta-objective, new inner state, (mean train loss, newly diverged)).
         """
-        task = self.family.make_task(self.group, state.task_params)
         tx = self.optimizer(theta)
         objective = self.objective
 
@@ -193,8 +203,12 @@ class TruncatedUnroller:
 
         Returns (objective per particle, new task state, metrics of this task).
         """
+        # The task is built once and shared by the particles (they train the same task).
+        task = self.family.make_task(self.group, state.task_params)
+        state = state._replace(loss_scale=self.trajectory_scale(task, state))
         objectives, inner, (mean_loss, newly_diverged) = jax.vmap(
-            self.unroll_particle, in_axes=(0, None, 0))(thetas, state, state.inner)
+            lambda theta, inner: self.unroll_particle(task, theta, state, inner))(
+                thetas, state.inner)
         state = state._replace(inner=inner, step=state.step + self.unroll_length)
         metrics = {"train_loss": jnp.mean(mean_loss),
                    "num_nonfinite": jnp.sum(newly_diverged).astype(jnp.int32)}

@@ -47,7 +47,9 @@ def population_sharding(mesh: Mesh):
 def sharded_meta_grad(estimator, unroller, mesh: Mesh, num_tasks: int):
     """`(theta, est_state, population) -> (grad, est_state, population, metrics)` over `mesh`.
 
-    Same contract as `estimators.meta_grad`; grad and metrics come back replicated.
+    Same contract as `estimators.meta_grad`; grad and metrics come back replicated. For a
+    mixture (`unroller` a tuple, one sub-population per group), `num_tasks` is the total over
+    the groups, and every sub-population is split over the devices on its own.
     """
     check_divisible(num_tasks, mesh)
 

@@ -6,6 +6,16 @@
     for _ in range(100):
         state, metrics = trainer.step(state)        # metrics stay on device until you fetch them
 
+Several static shape groups (e.g. MLPs of different widths, or several task families) train
+one theta together when `unroller` is a sequence of unrollers, one per group: each group gets
+its own sub-population of `num_tasks` tasks (vmapped, and sharded over the devices on its own),
+`state.population` / `state.est_state` become tuples with one entry per group, and the
+meta-gradient is the average over all tasks of all groups (so over groups, with equal weights):
+
+    unrollers = [TruncatedUnroller(family, g, lopt, unroll_length=20, schedule=schedule)
+                 for g in family.groups("meta_train")[:3]]
+    trainer = MetaTrainer(unrollers, get_estimator("pes"), num_tasks=8)   # 3 x 8 tasks
+
 A non-finite meta-gradient never reaches theta: the step is skipped (theta and the outer
 optimizer state are kept) and counted in `state.num_skipped`. Inner divergences are counted
 in `state.num_nonfinite_inner` (their tasks are reset at the next step).
@@ -14,6 +24,7 @@ in `state.num_nonfinite_inner` (their tasks are reset at the next step).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -34,7 +45,7 @@ class MetaTrainState(NamedTuple):
     theta: PyTree
     outer_opt_state: PyTree
     est_state: PyTree            # per-task estimator state (PES accumulators), task axis first
-    population: TaskState        # task axis first
+    population: TaskState        # task axis first (a tuple of them for a mixture of groups)
     step: jax.Array              # int32 outer steps taken
     num_skipped: jax.Array       # int32 outer steps skipped for a non-finite meta-gradient
     num_nonfinite_inner: jax.Array  # int32 inner trajectories that diverged
@@ -46,6 +57,19 @@ def default_outer_tx(learning_rate: float, grad_clip: float = 1.0) -> optax.Grad
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
 
 
+def _check_mixture(unrollers: tuple[TruncatedUnroller, ...]) -> None:
+    """Groups of a mixture must agree on everything but the task family and group."""
+    if not unrollers:
+        raise ValueError("a mixture needs at least one unroller")
+    for u in unrollers:
+        if not isinstance(u, TruncatedUnroller):
+            raise TypeError(f"a mixture holds TruncatedUnrollers, got {type(u).__name__}")
+    for name in ("lopt", "unroll_length", "schedule", "objective", "remat"):
+        values = [getattr(u, name) for u in unrollers]
+        if any(v != values[0] for v in values):
+            raise ValueError(f"the unrollers of a mixture must share {name}; got {values}")
+
+
 def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -53,19 +77,35 @@ def _all_finite(tree: PyTree) -> jax.Array:
 class MetaTrainer:
     """Builds the jitted init and step functions for one unroller + estimator + mesh."""
 
-    def __init__(self, unroller: TruncatedUnroller, estimator, *, num_tasks: int,
-                 outer_tx: optax.GradientTransformation | None = None,
+    def __init__(self, unroller: TruncatedUnroller | Sequence[TruncatedUnroller], estimator, *,
+                 num_tasks: int, outer_tx: optax.GradientTransformation | None = None,
                  mesh: Mesh | None = None):
-        self.unroller = unroller
+        """`unroller`: one unroller, or a sequence of them (a mixture, one per shape group);
+        `num_tasks`: population size, per group for a mixture."""
+        if isinstance(unroller, TruncatedUnroller):
+            self.unroller = unroller
+        else:
+            self.unroller = tuple(unroller)
+            _check_mixture(self.unroller)
         self.estimator = estimator
         self.num_tasks = int(num_tasks)
         self.outer_tx = outer_tx if outer_tx is not None else default_outer_tx(1e-3)
         self.mesh = mesh if mesh is not None else sharding_lib.population_mesh()
         sharding_lib.check_divisible(self.num_tasks, self.mesh)
-        self._meta_grad = sharding_lib.sharded_meta_grad(estimator, unroller, self.mesh,
-                                                         self.num_tasks)
+        self._meta_grad = sharding_lib.sharded_meta_grad(estimator, self.unroller, self.mesh,
+                                                         self.total_tasks)
         self._shardings = None
         self._jit_step = None
+
+    @property
+    def unrollers(self) -> tuple[TruncatedUnroller, ...]:
+        """The unroller of every group (one for a single-group population)."""
+        return self.unroller if isinstance(self.unroller, tuple) else (self.unroller,)
+
+    @property
+    def total_tasks(self) -> int:
+        """Tasks over all groups: what one outer step unrolls."""
+        return self.num_tasks * len(self.unrollers)
 
     # ---- shardings ----------------------------------------------------------------------
 
@@ -90,17 +130,26 @@ class MetaTrainer:
 
     # ---- init / step --------------------------------------------------------------------
 
-    def _init(self, key: jax.Array, theta: PyTree) -> MetaTrainState:
+    def _init_population(self, key: jax.Array, theta: PyTree, unroller: TruncatedUnroller):
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(self.num_tasks))
-        population = jax.vmap(lambda k: self.unroller.init_task(
-            k, theta, self.estimator.num_particles))(keys)
+        return jax.vmap(lambda k: unroller.init_task(k, theta, self.estimator.num_particles))(
+            keys)
+
+    def _init(self, key: jax.Array, theta: PyTree) -> MetaTrainState:
+        if isinstance(self.unroller, tuple):
+            population = tuple(self._init_population(jax.random.fold_in(key, g), theta, u)
+                               for g, u in enumerate(self.unroller))
+            est_state = tuple(self.estimator.init(theta, self.num_tasks) for _ in population)
+        else:
+            population = self._init_population(key, theta, self.unroller)
+            est_state = self.estimator.init(theta, self.num_tasks)
         zero = jnp.zeros((), jnp.int32)
-        return MetaTrainState(theta, self.outer_tx.init(theta),
-                              self.estimator.init(theta, self.num_tasks), population,
+        return MetaTrainState(theta, self.outer_tx.init(theta), est_state, population,
                               zero, zero, zero, zero)
 
     def init(self, key: jax.Array, theta: PyTree) -> MetaTrainState:
-        """The initial state; task `i` of the population is drawn from `fold_in(key, i)`."""
+        """The initial state; task `i` of the population is drawn from `fold_in(key, i)`
+        (of group `g` of a mixture: from `fold_in(fold_in(key, g), i)`)."""
         shardings = self.state_shardings(theta)
         theta = jax.device_put(theta, shardings.theta)
         return jax.jit(self._init, out_shardings=shardings)(key, theta)

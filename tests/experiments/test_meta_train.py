@@ -98,3 +98,37 @@ def test_unknown_or_missing_config_keys_fail():
     config.unrol_length = 3
     with pytest.raises(ValueError, match=r"unknown keys \['unrol_length'\]"):
         meta_train.validate(config)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(num_groups=0), "num_groups must be positive or -1"),
+    (dict(num_groups=2, group_index=0), "group_index=0 picks one group of one family"),
+    (dict(family="quadratic,quadratic"), "lists a family twice"),
+    (dict(family="quadratic,nope"), "unknown family 'nope'"),
+])
+def test_bad_group_mixtures_fail_before_compiling(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        meta_train.validate(_config(**overrides))
+
+
+def test_mixed_groups_run_resume_and_write_their_groups(tmp_path):
+    config = _config(num_groups=2, outer_steps=2, checkpoint_every=2, log_every=1)
+    pairs = meta_train.pick_groups(config)
+    assert len(pairs) == 2 and pairs[0][1] != pairs[1][1]
+    assert meta_train.pick_groups(config) == pairs  # drawn from the seed: reproducible
+    assert len(meta_train.pick_groups(_config(num_groups=-1))) == len(
+        pairs[0][0].groups("meta_train"))
+    _, theta_run, _ = load_pretrained_theta(meta_train.run(config, tmp_path))
+    # Run again: restores the tuple-of-groups state from its checkpoint (nothing left to do).
+    _, theta, card = load_pretrained_theta(meta_train.run(config, tmp_path))
+    assert card["outer_steps"] == 2 and card["resumed_from_step"] == 2
+    for key in theta:
+        np.testing.assert_array_equal(np.asarray(theta[key]), np.asarray(theta_run[key]))
+    assert card["total_tasks"] == 16 and card["groups"] == [
+        f"quadratic:{group!r}" for _, group in pairs]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(np.isfinite(r["meta_loss_group1"]) for r in rows)
+    fingerprint = json.loads((tmp_path / "checkpoints" / "fingerprint.json").read_text())
+    assert fingerprint["num_groups"] == 2 and "num_groups" not in meta_train.fingerprint(
+        _config())  # single-group runs keep the fingerprint of older checkpoints

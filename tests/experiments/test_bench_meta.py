@@ -1,0 +1,31 @@
+"""experiments.bench_meta at a tiny size: every row measured, breakdown present, report written."""
+
+import json
+
+import pytest
+
+from experiments import bench_meta
+
+
+def test_bench_meta_tiny_writes_results_and_report(tmp_path):
+    config = bench_meta.default_config()
+    config.update(setups=("regression",), lopts=("learned_adam",), estimators=("tbptt",),
+                  steps=2, num_tasks=2, unroll_length=2, min_horizon=4, max_horizon=8)
+    rows = bench_meta.main(config, str(tmp_path))
+    # TBPTT: its breakdown also differentiates the lopt and task parts.
+    assert [(r["lopt"], r["estimator"]) for r in rows] == [("learned_adam", "tbptt")]
+    for row in rows:
+        assert row["inner_task_steps_per_s"] > 0 and row["num_skipped"] == 0
+        assert row["lopt_ms"] > 0 and row["task_ms"] > 0 and row["make_task_ms"] > 0
+        assert row["limited_by"] in ("lopt", "task", "make_task", "other")
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(rows))
+    report = (tmp_path / "report.md").read_text()
+    assert "| regression | learned_adam | tbptt |" in report
+
+
+def test_bench_meta_rejects_unknown_names():
+    config = bench_meta.default_config()
+    config.setups = ("cifar",)
+    with pytest.raises(ValueError, match="unknown setup 'cifar'; valid"):
+        bench_meta.validate(config)
