@@ -92,12 +92,23 @@ class AdafacMLPLOpt(LearnedOptimizer):
     def nominal_step_size(self, theta: Theta) -> jax.Array:
         return jnp.asarray(self.step_mult, jnp.float32)
 
-    def leaf_step(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: AdafacLeaf,
-                  ctx: StepContext) -> tuple[jax.Array, AdafacLeaf]:
+    def _decays(self, theta: Theta) -> tuple[jax.Array, jax.Array]:
         momentum_decays = jnp.minimum(jax.nn.sigmoid(theta["momentum_decay_logits"]), _MAX_DECAY)
         v_decays = jnp.minimum(jax.nn.sigmoid(theta["second_moment_decay_logits"]), _MAX_DECAY)
+        return momentum_decays, v_decays
+
+    def leaf_state(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: AdafacLeaf,
+                   ctx: StepContext) -> tuple[AdafacLeaf, None]:
+        momentum_decays, v_decays = self._decays(theta)
         momenta = F.update_momenta(leaf.momenta, g, momentum_decays)
-        fac = F.update_factored(F.Factored(leaf.v_row, leaf.v_col), g, v_decays)
+        fac = F.update_factored(F.Factored(leaf.v_row, leaf.v_col), g, v_decays, ctx.grad)
+        return AdafacLeaf(momenta, fac.row, fac.col), None
+
+    def leaf_delta(self, theta: Theta, g: jax.Array, p: jax.Array, new_leaf: AdafacLeaf,
+                   aux: None, ctx: StepContext) -> jax.Array:
+        momentum_decays, v_decays = self._decays(theta)
+        momenta = new_leaf.momenta
+        fac = F.Factored(new_leaf.v_row, new_leaf.v_col)
         # Bias corrections are per-tensor scalars folded into per-decay multipliers.
         momentum_bc = F.bias_correction(momentum_decays, ctx.count)
         v_bc_rsqrt = jax.lax.rsqrt(F.bias_correction(v_decays, ctx.count))
@@ -113,5 +124,4 @@ class AdafacMLPLOpt(LearnedOptimizer):
                              jnp.log(p_rms + 1e-8)[None] / 10.0])
         direction, log_magnitude = nets.mlp_apply(theta, xs, z)
         direction = direction + sum(x * theta["w_skip"][f] for f, x in enumerate(xs))
-        delta = -self.step_mult * direction * jnp.exp(self.exp_mult * log_magnitude)
-        return delta, AdafacLeaf(momenta, fac.row, fac.col)
+        return -self.step_mult * direction * jnp.exp(self.exp_mult * log_magnitude)

@@ -18,6 +18,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -78,6 +79,93 @@ def tensor_rms(x: jax.Array, floor: float = 0.0) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------
+# Per-tensor gradient statistics, in one pass over the gradient.
+
+
+class GradStats(NamedTuple):
+    """Reductions of one leaf's gradient that the shared policies and the architectures need.
+
+    finite: the mask `isfinite(g)` (g's shape).
+    all_finite: bool scalar, no NaN/Inf entry in the raw gradient.
+    sq_sum_rows: sum over the last axis of g**2 (g with non-finite entries zeroed): shape
+      g.shape[:-1] (a scalar for a vector; g**2 itself for a scalar leaf).
+    nonzero_rows: the number of non-zero entries of g along the last axis, same shape.
+    sq_sum_cols: sum over the second-last axis of g**2 (shape g.shape[:-2] + g.shape[-1:]) for
+      a leaf with ndim >= 2, else None.
+    """
+
+    finite: jax.Array
+    all_finite: jax.Array
+    sq_sum_rows: jax.Array
+    nonzero_rows: jax.Array
+    sq_sum_cols: jax.Array | None = None
+
+
+def _add3(a, b):
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _reductions(g: jax.Array, finite: jax.Array, axis: int):
+    """(sum of g**2, all finite, number of non-zeros) along `axis`: one variadic reduction.
+
+    XLA's CPU backend hands a plain sum to a library kernel that needs its input in memory, so
+    `jnp.sum(g**2, axis)` first writes g**2 (and the masked g) out; a variadic reduction is an
+    ordinary loop that computes its input on the fly.
+    """
+    # Masked squares written as where(finite, g*g, 0), not as square(where(finite, g, 0)): XLA
+    # would CSE the latter with the masked gradient the update loops read, and then write that
+    # masked gradient out to memory to share it.
+    operands = (jnp.where(finite, g * g, 0.0), jnp.where(finite, 0.0, 1.0),
+                jnp.logical_and(finite, g != 0).astype(jnp.float32))
+    sq, non_finite, nonzero = jax.lax.reduce(operands, (jnp.float32(0),) * 3, _add3, (axis,))
+    return sq, non_finite == 0, nonzero
+
+
+@_reductions.defjvp
+def _reductions_jvp(axis, primals, tangents):
+    g, finite = primals
+    out = _reductions(g, finite, axis)
+    sq_tangent = jnp.sum(jnp.where(finite, 2.0 * g * tangents[0], 0.0), axis=axis)
+    return out, (sq_tangent, np.zeros(out[1].shape, jax.dtypes.float0), jnp.zeros_like(out[2]))
+
+
+def grad_stats(g: jax.Array, finite: jax.Array) -> GradStats:
+    """`GradStats` of the raw gradient `g` (float32) and its mask `isfinite(g)`.
+
+    Computed by variadic reductions that read `g` once per direction (rows, and columns for a
+    matrix); unused outputs cost only arithmetic, and XLA drops the whole reduction when no
+    output is used.
+    """
+    if g.ndim == 0:
+        g = jnp.where(finite, g, 0.0)
+        return GradStats(finite, finite, jnp.square(g), (g != 0).astype(jnp.float32))
+    sq_sum_rows, finite_rows, nonzero_rows = _reductions(g, finite, g.ndim - 1)
+    if not is_factored(g.shape):
+        return GradStats(finite, jnp.all(finite_rows), sq_sum_rows, nonzero_rows)
+    # The column reduction also yields an all-finite flag, so XLA keeps it variadic (a single
+    # output reduction would go to the library kernel and materialize g**2).
+    sq_sum_cols, finite_cols, _ = _reductions(g, finite, g.ndim - 2)
+    return GradStats(finite, jnp.logical_and(jnp.all(finite_rows), jnp.all(finite_cols)),
+                     sq_sum_rows, nonzero_rows, sq_sum_cols)
+
+
+def keep_finite(finite: jax.Array, new: jax.Array, old: jax.Array, *,
+                materialize: bool = True) -> jax.Array:
+    """`new` where the gradient entry is finite, else `old` (per-entry state, shape g.shape or
+    g.shape + (K,)); with `materialize`, behind an optimization barrier, so that later reads
+    load the written array instead of recomputing `new` from the old state (which would keep
+    the old state live and make XLA copy it)."""
+    kept = jnp.where(finite if new.ndim == finite.ndim else finite[..., None], new, old)
+    return jax.lax.optimization_barrier(kept) if materialize else kept
+
+
+def grad_rms(stats: GradStats, size: int, floor: float = 0.0) -> jax.Array:
+    """Root mean square of the whole gradient from its `GradStats` (as `tensor_rms(g, floor)`)."""
+    return jnp.maximum(safe_sqrt(jnp.sum(stats.sq_sum_rows) / size), floor)
+
+
+# ---------------------------------------------------------------------------------------------
 # Adafactor factored second moments.
 
 
@@ -111,12 +199,22 @@ def init_factored(p: jax.Array, num_decays: int) -> Factored:
     return Factored(full, jnp.zeros((1,), jnp.float32))
 
 
-def update_factored(fac: Factored, g: jax.Array, decays: jax.Array) -> Factored:
-    """One Adafactor accumulation step at every decay (see `Factored` for the layout)."""
+def update_factored(fac: Factored, g: jax.Array, decays: jax.Array,
+                    stats: GradStats | None = None) -> Factored:
+    """One Adafactor accumulation step at every decay (see `Factored` for the layout).
+
+    `stats` (`grad_stats(g, ...)`), when given, supplies the row and column sums of g**2, so the
+    gradient is not read again for them.
+    """
     g2 = jnp.square(g) + FACTORED_EPS
     if is_factored(g.shape):
-        row = decays * fac.row + (1.0 - decays) * jnp.mean(g2, axis=-1)[..., None]
-        col = decays * fac.col + (1.0 - decays) * jnp.mean(g2, axis=-2)[..., None]
+        if stats is None:
+            row_mean, col_mean = jnp.mean(g2, axis=-1), jnp.mean(g2, axis=-2)
+        else:
+            row_mean = stats.sq_sum_rows / g.shape[-1] + FACTORED_EPS
+            col_mean = stats.sq_sum_cols / g.shape[-2] + FACTORED_EPS
+        row = decays * fac.row + (1.0 - decays) * row_mean[..., None]
+        col = decays * fac.col + (1.0 - decays) * col_mean[..., None]
         return Factored(row, col)
     return Factored(decays * fac.row + (1.0 - decays) * g2[..., None], fac.col)
 

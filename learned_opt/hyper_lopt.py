@@ -128,36 +128,47 @@ class HyperLOpt(LearnedOptimizer):
     def nominal_step_size(self, theta: Theta) -> jax.Array:
         return jnp.asarray(self.step_mult, jnp.float32)
 
-    def leaf_step(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: HyperLeaf,
-                  ctx: StepContext) -> tuple[jax.Array, HyperLeaf]:
+    def leaf_state(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: HyperLeaf,
+                   ctx: StepContext) -> tuple[HyperLeaf, None]:
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
         momenta = F.update_momenta(leaf.momenta, g, decays)
         nu = F.update_second_moment(leaf.nu, g, self.second_moment_decay)
-        momentum_bc = F.bias_correction(decays, ctx.count)
-        r = F.rsqrt_eps(nu * F.bias_correction(jnp.float32(self.second_moment_decay), ctx.count))
         p_rms = F.tensor_rms(p, 1e-8)
-
+        if ctx.grad is None:
+            g_rms, nonzero = F.tensor_rms(g, 1e-12), jnp.mean((g != 0).astype(jnp.float32))
+        else:
+            g_rms = F.grad_rms(ctx.grad, g.size, 1e-12)
+            nonzero = jnp.sum(ctx.grad.nonzero_rows) / g.size
         # Level 1: the per-tensor LSTM.
         stats = jnp.stack([
-            jnp.log(F.tensor_rms(g, 1e-12)) / 10.0,
+            jnp.log(g_rms) / 10.0,
             jnp.log(p_rms) / 10.0,
             jnp.log(F.tensor_rms(momenta[..., -1], 1e-12)) / 10.0,
-            jnp.mean((g != 0).astype(jnp.float32)),
+            nonzero,
         ])
         tensor_in = jnp.concatenate([stats, F.shape_features(p.shape), ctx.global_features,
                                      ctx.extra])
         lstm_h, lstm_c = nets.lstm_cell(theta["lstm"], tensor_in, leaf.lstm_h, leaf.lstm_c)
-        mix = jax.nn.softmax(lstm_h @ theta["w_mix"])
-        log_scale = lstm_h @ theta["w_scale"]
+        return HyperLeaf(momenta, nu, lstm_h, lstm_c), None
+
+    def leaf_delta(self, theta: Theta, g: jax.Array, p: jax.Array, new_leaf: HyperLeaf,
+                   aux: None, ctx: StepContext) -> jax.Array:
+        decays = jnp.asarray(self.momentum_decays, jnp.float32)
+        momentum_bc = F.bias_correction(decays, ctx.count)
+        r = F.rsqrt_eps(new_leaf.nu * F.bias_correction(jnp.float32(self.second_moment_decay),
+                                                        ctx.count))
+        p_rms = F.tensor_rms(p, 1e-8)
+        mix = jax.nn.softmax(new_leaf.lstm_h @ theta["w_mix"])
+        log_scale = new_leaf.lstm_h @ theta["w_scale"]
 
         # Level 2: one per-entry MLP whose weights are this tensor's mixture of the bank.
         mlp = jax.tree.map(lambda w: jnp.tensordot(mix, w, axes=1), theta["bank"])
         xs = [g * r]
-        xs += [momenta[..., k] * (momentum_bc[k] * r) for k in range(len(self.momentum_decays))]
+        xs += [new_leaf.momenta[..., k] * (momentum_bc[k] * r)
+               for k in range(len(self.momentum_decays))]
         xs += [jnp.clip(p / p_rms, -_FEATURE_CLIP, _FEATURE_CLIP)]
         z = jnp.concatenate([F.shape_features(p.shape), jnp.log(p_rms + 1e-8)[None] / 10.0])
         direction, log_magnitude = nets.mlp_apply(mlp, xs, z)
         direction = direction + sum(x * theta["w_skip"][..., f] for f, x in enumerate(xs))
         step = self.step_mult * jnp.exp(log_scale)
-        delta = -step * direction * jnp.exp(self.exp_mult * log_magnitude)
-        return delta, HyperLeaf(momenta, nu, lstm_h, lstm_c)
+        return -step * direction * jnp.exp(self.exp_mult * log_magnitude)

@@ -70,12 +70,18 @@ class LearnedAdam(LearnedOptimizer):
     def nominal_step_size(self, theta: Theta) -> jax.Array:
         return jnp.exp(theta["log_lr"])
 
-    def leaf_step(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: AdamLeaf,
-                  ctx: StepContext) -> tuple[jax.Array, AdamLeaf]:
+    def leaf_state(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: AdamLeaf,
+                   ctx: StepContext) -> tuple[AdamLeaf, None]:
         beta1 = _decay(theta["log_one_minus_beta1"])
         beta2 = _decay(theta["log_one_minus_beta2"])
         mu = beta1 * leaf.mu + (1.0 - beta1) * g
         nu = F.update_second_moment(leaf.nu, g, beta2)
+        return AdamLeaf(mu, nu), None
+
+    def leaf_delta(self, theta: Theta, g: jax.Array, p: jax.Array, new_leaf: AdamLeaf,
+                   aux: None, ctx: StepContext) -> jax.Array:
+        beta1 = _decay(theta["log_one_minus_beta1"])
+        beta2 = _decay(theta["log_one_minus_beta2"])
         log_lr = theta["log_lr"]
         if self.per_tensor:
             log_lr = log_lr + jnp.dot(theta["tensor_lr_weights"], F.shape_features(p.shape))
@@ -83,5 +89,5 @@ class LearnedAdam(LearnedOptimizer):
         t = ctx.count.astype(jnp.float32)
         step = jnp.exp(log_lr) / (1.0 - jnp.power(beta1, t))
         nu_scale = jnp.sqrt(1.0 / (1.0 - jnp.power(beta2, t)))
-        delta = -step * mu / (F.safe_sqrt(nu) * nu_scale + jnp.exp(theta["log_eps"]))
-        return delta, AdamLeaf(mu, nu)
+        return -step * new_leaf.mu / (F.safe_sqrt(new_leaf.nu) * nu_scale
+                                      + jnp.exp(theta["log_eps"]))

@@ -65,6 +65,8 @@ class LSTMLOpt(LearnedOptimizer):
     step_mult: float = 1e-3
     exponent: float = 10.0
 
+    premasked_fields = ("c",)
+
     def init_theta(self, key: jax.Array) -> Theta:
         k_x, k_h, k_g, k_out = jax.random.split(key, 4)
         gates = 4 * self.hidden_size
@@ -88,23 +90,48 @@ class LSTMLOpt(LearnedOptimizer):
     def nominal_step_size(self, theta: Theta) -> jax.Array:
         return jnp.asarray(self.step_mult, jnp.float32)
 
-    def leaf_step(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: LSTMLeaf,
-                  ctx: StepContext) -> tuple[jax.Array, LSTMLeaf]:
+    def _inputs(self, g: jax.Array, p: jax.Array, inv_p_rms=None) -> list[jax.Array]:
         log_g, sign_g = preprocess_gradient(g, self.exponent)
-        xs = [log_g, sign_g, jnp.clip(p / F.tensor_rms(p, 1e-8), -_FEATURE_CLIP, _FEATURE_CLIP)]
+        p_scaled = p / F.tensor_rms(p, 1e-8) if inv_p_rms is None else p * inv_p_rms
+        return [log_g, sign_g, jnp.clip(p_scaled, -_FEATURE_CLIP, _FEATURE_CLIP)]
+
+    def leaf_state(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: LSTMLeaf,
+                   ctx: StepContext) -> tuple[LSTMLeaf, None]:
         z = jnp.concatenate([ctx.global_features, F.shape_features(p.shape)])
-        bias = theta["b"] + z @ theta["w_global"]
-        # Gates with the 4H units on a trailing axis, as broadcast multiply-adds (a compact
-        # graph; a (N, I) @ (I, 4H) dot is slow on CPU at these sizes, see nets.py).
-        gates = bias
-        for i, x in enumerate(xs):
-            gates = gates + x[..., None] * theta["w_x"][i]
+        hidden = self.hidden_size
+        packed = jax.lax.optimization_barrier(jnp.concatenate([
+            theta["b"] + z @ theta["w_global"], (1.0 / F.tensor_rms(p, 1e-8))[None]]))
+        bias, inv_p_rms = packed[:4 * hidden], packed[4 * hidden]
+        xs = self._inputs(g, p, inv_p_rms)
+
+        def gate(q):
+            # Gate group q (input, forget, cell, output) with its H units on a trailing axis, as
+            # broadcast multiply-adds (a (N, I) @ (I, 4H) dot is slow on CPU, see nets.py). Each
+            # group is its own expression so XLA computes each where it is consumed, never a
+            # (N, 4H) array.
+            units = slice(q * hidden, (q + 1) * hidden)
+            pre = bias[units]
+            for i, x in enumerate(xs):
+                pre = pre + x[..., None] * theta["w_x"][i, units]
+            for j in range(hidden):
+                pre = pre + leaf.h[..., j, None] * theta["w_h"][j, units]
+            return pre
+
+        c = jax.nn.sigmoid(gate(1)) * leaf.c + jax.nn.sigmoid(gate(0)) * jnp.tanh(gate(2))
+        # Write c (masked: non-finite gradient entries keep their state) before h reads it, so
+        # the input/forget/cell gates are computed once, in c's loop.
+        if ctx.grad is not None:
+            c = F.keep_finite(ctx.grad.finite, c, leaf.c)
+        h = jax.nn.sigmoid(gate(3)) * jnp.tanh(c)
+        return LSTMLeaf(h, c), None
+
+    def leaf_delta(self, theta: Theta, g: jax.Array, p: jax.Array, new_leaf: LSTMLeaf,
+                   aux: None, ctx: StepContext) -> jax.Array:
+        xs = self._inputs(g, p)
+        # The hidden units summed as an unrolled elementwise expression (one loop with the
+        # rest of the update), not a reduction over the trailing axis.
+        out = theta["b_out"]
         for j in range(self.hidden_size):
-            gates = gates + leaf.h[..., j, None] * theta["w_h"][j]
-        in_gate, forget_gate, cell, out_gate = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(forget_gate) * leaf.c + jax.nn.sigmoid(in_gate) * jnp.tanh(cell)
-        h = jax.nn.sigmoid(out_gate) * jnp.tanh(c)
-        out = theta["b_out"] + jnp.sum(h * theta["w_out"], axis=-1)
+            out = out + new_leaf.h[..., j] * theta["w_out"][j]
         out = out + sum(x * theta["w_skip"][i] for i, x in enumerate(xs))
-        delta = -self.step_mult * out
-        return delta, LSTMLeaf(h, c)
+        return -self.step_mult * out

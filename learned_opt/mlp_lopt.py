@@ -78,24 +78,30 @@ class MLPLOpt(LearnedOptimizer):
     def nominal_step_size(self, theta: Theta) -> jax.Array:
         return jnp.asarray(self.step_mult, jnp.float32)
 
-    def leaf_step(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: MLPLeaf,
-                  ctx: StepContext) -> tuple[jax.Array, MLPLeaf]:
+    def leaf_state(self, theta: Theta, g: jax.Array, p: jax.Array, leaf: MLPLeaf,
+                   ctx: StepContext) -> tuple[MLPLeaf, None]:
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
         momenta = F.update_momenta(leaf.momenta, g, decays)
         nu = F.update_second_moment(leaf.nu, g, self.second_moment_decay)
+        return MLPLeaf(momenta, nu), None
+
+    def leaf_delta(self, theta: Theta, g: jax.Array, p: jax.Array, new_leaf: MLPLeaf,
+                   aux: None, ctx: StepContext) -> jax.Array:
+        decays = jnp.asarray(self.momentum_decays, jnp.float32)
         # Bias corrections are per-tensor scalars: apply them to small vectors, not to tensors.
         momentum_bc = F.bias_correction(decays, ctx.count)
         nu_bc = F.bias_correction(jnp.float32(self.second_moment_decay), ctx.count)
-        r = F.rsqrt_eps(nu * nu_bc, self.eps)
+        r = F.rsqrt_eps(new_leaf.nu * nu_bc, self.eps)
         p_rms = F.tensor_rms(p, 1e-8)
-        g_rms = F.tensor_rms(g, 1e-12)
+        g_rms = (F.tensor_rms(g, 1e-12) if ctx.grad is None
+                 else F.grad_rms(ctx.grad, g.size, 1e-12))
         xs = [g * r]
-        xs += [momenta[..., k] * (momentum_bc[k] * r) for k in range(len(self.momentum_decays))]
+        xs += [new_leaf.momenta[..., k] * (momentum_bc[k] * r)
+               for k in range(len(self.momentum_decays))]
         xs += [jnp.clip(p / p_rms, -_FEATURE_CLIP, _FEATURE_CLIP),
                jnp.clip(g / g_rms, -_FEATURE_CLIP, _FEATURE_CLIP)]
         z = jnp.concatenate([ctx.global_features, F.shape_features(p.shape),
                              jnp.log(p_rms + 1e-8)[None] / 10.0])
         direction, log_magnitude = nets.mlp_apply(theta, xs, z)
         direction = direction + sum(x * theta["w_skip"][f] for f, x in enumerate(xs))
-        delta = -self.step_mult * direction * jnp.exp(self.exp_mult * log_magnitude)
-        return delta, MLPLeaf(momenta, nu)
+        return -self.step_mult * direction * jnp.exp(self.exp_mult * log_magnitude)
