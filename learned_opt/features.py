@@ -143,11 +143,11 @@ def grad_stats(g: jax.Array, finite: jax.Array) -> GradStats:
     sq_sum_rows, finite_rows, nonzero_rows = _reductions(g, finite, g.ndim - 1)
     if not is_factored(g.shape):
         return GradStats(finite, jnp.all(finite_rows), sq_sum_rows, nonzero_rows)
-    # The column reduction also yields an all-finite flag, so XLA keeps it variadic (a single
-    # output reduction would go to the library kernel and materialize g**2).
-    sq_sum_cols, finite_cols, _ = _reductions(g, finite, g.ndim - 2)
-    return GradStats(finite, jnp.logical_and(jnp.all(finite_rows), jnp.all(finite_cols)),
-                     sq_sum_rows, nonzero_rows, sq_sum_cols)
+    # Column sums through the library kernel (it writes g**2 out first): XLA's own loop for a
+    # reduction over a non-minor axis strides through memory and was 5x slower (measured on a
+    # 2048 x 2048 gradient in a train step).
+    sq_sum_cols = jnp.sum(jnp.where(finite, g * g, 0.0), axis=-2)
+    return GradStats(finite, jnp.all(finite_rows), sq_sum_rows, nonzero_rows, sq_sum_cols)
 
 
 def keep_finite(finite: jax.Array, new: jax.Array, old: jax.Array, *,
