@@ -171,6 +171,7 @@ def value_and_grad(
     num_microbatches: int,
     schedule: str = GPIPE,
     remat_policy: str | None = None,
+    stage_ops: str = "auto",
 ) -> tuple[jax.Array, PyTree]:
     """Loss of the stage stack on the batch and its gradient w.r.t. `stage_params`, pipelined.
 
@@ -188,6 +189,12 @@ def value_and_grad(
       schedule: "gpipe" or "1f1b" (see the module docstring).
       remat_policy: if given, a `parallel.remat` policy ("full", "dots", "names:a,b", ...)
         applied to `stage_fn` inside every stage.
+      stage_ops: how a 1F1B stage runs its op of a tick. "switch": only that op (a
+        `lax.switch`), safe when the stage program's collectives on the other mesh axes are
+        all-reduces / all-gathers, not collective-permutes (see
+        `parallel.pipeline_stages.one_f_one_b`). "masked": forward and backward every tick, the
+        scheduled one kept (any program; about twice the compute). "auto" (default): "switch"
+        when every other mesh axis has size 1, else "masked". Ignored by GPipe.
 
     Returns:
       `(loss, grads)`: the scalar loss and a pytree shaped like `stage_params`.
@@ -201,6 +208,7 @@ def value_and_grad(
         stage_fn, lambda _, outputs, targets: loss_fn(outputs, targets), stage_params, (),
         inputs, targets, mesh=mesh, stage_axis=stage_axis, num_microbatches=num_microbatches,
         schedule=schedule, remat_policy=remat_policy, with_input_grads=False,
+        stage_ops=stage_ops,
     )
     return loss, grads
 
@@ -219,6 +227,7 @@ def value_and_grad_with_head(
     schedule: str = GPIPE,
     remat_policy: str | None = None,
     with_input_grads: bool = True,
+    stage_ops: str = "auto",
 ) -> tuple[jax.Array, tuple[PyTree, PyTree, PyTree | None]]:
     """`value_and_grad` for a whole model: a trainable head in the loss, and input cotangents.
 
@@ -239,6 +248,7 @@ def value_and_grad_with_head(
     """
     check_schedule(schedule)
     num_stages = _check_call(stage_params, inputs, mesh, stage_axis, num_microbatches)
+    stage_ops = stages.resolve_stage_ops(stage_ops, mesh, stage_axis)
     stage_fn = _stage_fn_with_remat(stage_fn, remat_policy)
     if schedule == GPIPE:
         forward = stages.gpipe_forward(stage_fn, mesh=mesh, stage_axis=stage_axis,
@@ -254,6 +264,7 @@ def value_and_grad_with_head(
     pipelined = stages.one_f_one_b(
         stage_fn, head_loss_fn, mesh=mesh, stage_axis=stage_axis, num_stages=num_stages,
         num_microbatches=num_microbatches, with_input_grads=with_input_grads,
+        stage_ops=stage_ops,
     )
     loss, grads, head_grads, input_grads_mb = pipelined(
         stage_params, head_params, stages.split_microbatches(inputs, num_microbatches),

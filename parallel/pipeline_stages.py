@@ -143,10 +143,24 @@ def gpipe_forward(stage_fn: Callable, *, mesh: Mesh, stage_axis: str, num_stages
 
 # Op codes of a stage-tick (the `lax.switch` branch index).
 _IDLE_OP, _FORWARD_OP, _BACKWARD_OP, _LAST_BACKWARD_OP = 0, 1, 2, 3
+SWITCH, MASKED = "switch", "masked"
+STAGE_OPS = ("auto", SWITCH, MASKED)
+
+
+def resolve_stage_ops(stage_ops: str, mesh: Mesh, stage_axis: str) -> str:
+    """"switch" or "masked" for `stage_ops` ("auto": "switch" when no other mesh axis has more
+    than one device, so no collective of another axis can sit inside a branch)."""
+    if stage_ops not in STAGE_OPS:
+        raise ValueError(f"unknown stage_ops {stage_ops!r}; valid: {STAGE_OPS}")
+    if stage_ops != "auto":
+        return stage_ops
+    others = {name: size for name, size in mesh.shape.items() if name != stage_axis}
+    return SWITCH if all(size == 1 for size in others.values()) else MASKED
 
 
 def one_f_one_b(stage_fn: Callable, head_loss_fn: Callable, *, mesh: Mesh, stage_axis: str,
-                num_stages: int, num_microbatches: int, with_input_grads: bool) -> Callable:
+                num_stages: int, num_microbatches: int, with_input_grads: bool,
+                stage_ops: str = SWITCH) -> Callable:
     """`(stage_params, head_params, inputs_mb, targets_mb) -> (loss, stage_grads, head_grads,
     input_grads_mb or None)`: the 1F1B scan under shard_map.
 
@@ -158,6 +172,15 @@ def one_f_one_b(stage_fn: Callable, head_loss_fn: Callable, *, mesh: Mesh, stage
     stages but never between the devices of one stage, so collectives of the automatic axes
     inside a branch only involve devices that take it. Then activations go one stage forward,
     cotangents one stage back, with `ppermute`.
+
+    `stage_ops="masked"` runs the forward and the backward (with the head) on every stage every
+    tick and keeps the scheduled one: the same schedule and memory, about twice the compute per
+    tick, for stage programs whose automatic-axis resharding lowers to collective-permutes.
+    XLA's runtime waits for every device of the program at a collective-permute (not only the
+    pairs), so one inside a branch that the other stages skip hangs (on CPU, an abort after 40 s
+    of rendezvous timeout). All-reduces and all-gathers carry replica groups within a stage's
+    sub-mesh and are safe in "switch". Example of a collective-permute: splitting the zoo
+    Transformer's fused QKV projection whose columns are sharded over `model`.
     """
     table = schedule_table(ONE_F_ONE_B, num_stages, num_microbatches)
     stash_size = stash_size_1f1b(num_stages)
@@ -203,6 +226,26 @@ def one_f_one_b(stage_fn: Callable, head_loss_fn: Callable, *, mesh: Mesh, stage
             y = zeros_out()[0]
             return y, d_params, d_head, d_x, loss.astype(jnp.float32)
 
+        def masked(op, x, stashed, g_out, targets):
+            """Forward and backward (head included: the cotangents pick the stage's role)
+            computed on every stage, the scheduled op's results kept."""
+            y = stage_fn(params, x)
+            (_, loss), pullback = jax.vjp(
+                functools.partial(stage_and_loss, targets=targets), params, head_params, stashed
+            )
+            on_last = stage == last
+            g_y = _where(on_last, _zeros_like(g_out), g_out)
+            d_params, d_head, d_x = pullback((g_y, jnp.where(on_last, 1.0, 0.0).astype(loss.dtype)))
+            is_backward = op >= _BACKWARD_OP
+            is_last_backward = op == _LAST_BACKWARD_OP
+
+            def keep(pred, tree):
+                return jax.tree.map(lambda v: jnp.where(pred, v, jnp.zeros_like(v)), tree)
+
+            return _varying((keep(op == _FORWARD_OP, y), keep(is_backward, d_params),
+                             keep(is_last_backward, d_head), keep(is_backward, d_x),
+                             keep(is_last_backward, loss.astype(jnp.float32))), stage_axis)
+
         carry = _varying((
             placeholder_x,  # inbox: the activation received from the previous stage, not yet run
             placeholder_x,  # cotangent received from the next stage at the end of the last tick
@@ -224,10 +267,12 @@ def one_f_one_b(stage_fn: Callable, head_loss_fn: Callable, *, mesh: Mesh, stage
             bwd_index = jnp.maximum(bwd_mb, 0)
             x = _first_stage_input(stage, inputs_mb, fwd_index, inbox)
             stashed = _take(stash, bwd_index % stash_size)
-            y, d_params, d_head, d_x, mb_loss = jax.lax.switch(
-                op, (idle, forward, backward, last_backward),
-                x, stashed, received_g, _microbatch(targets_mb, bwd_index),
-            )
+            operands = (x, stashed, received_g, _microbatch(targets_mb, bwd_index))
+            if stage_ops == MASKED:
+                y, d_params, d_head, d_x, mb_loss = masked(op, *operands)
+            else:
+                y, d_params, d_head, d_x, mb_loss = jax.lax.switch(
+                    op, (idle, forward, backward, last_backward), *operands)
             # Only the slot of a forwarded micro-batch changes (its predecessor in the slot has
             # finished its backward: see stash_size_1f1b).
             slot = fwd_index % stash_size

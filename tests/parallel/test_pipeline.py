@@ -134,9 +134,13 @@ CASES = [  # (num_stages, num_microbatches, mesh axes): m < p, m = p, m >> p
 ]
 
 
-@pytest.mark.parametrize("schedule", ps.SCHEDULES)
+SCHEDULE_VARIANTS = [("gpipe", "auto"), ("1f1b", "switch"), ("1f1b", "masked")]
+
+
+@pytest.mark.parametrize("schedule,stage_ops", SCHEDULE_VARIANTS)
 @pytest.mark.parametrize("num_stages,num_microbatches,axes", CASES)
-def test_value_and_grad_matches_sequential(schedule, num_stages, num_microbatches, axes):
+def test_value_and_grad_matches_sequential(schedule, stage_ops, num_stages, num_microbatches,
+                                           axes):
     mesh = make_mesh(axes)
     key_params, key_batch = jax.random.split(jax.random.key(num_stages * 100 + num_microbatches))
     params = jax.device_put(stacked_params(key_params, num_stages), named(mesh, "stage"))
@@ -146,7 +150,7 @@ def test_value_and_grad_matches_sequential(schedule, num_stages, num_microbatche
     step = jax.jit(
         functools.partial(
             pipeline.value_and_grad, residual_mlp_block, mse, mesh=mesh,
-            num_microbatches=num_microbatches, schedule=schedule,
+            num_microbatches=num_microbatches, schedule=schedule, stage_ops=stage_ops,
         )
     )
     loss, grads = step(params, inputs, targets)
@@ -282,6 +286,17 @@ def test_leaves_without_leading_stage_axis(stage2_mesh):
         call(stage2_mesh, params, np.zeros((8, WIDTH), np.float32))
 
 
+def test_stage_ops_auto_switches_only_on_pure_pipeline_meshes(stage2_mesh):
+    from parallel import pipeline_stages
+
+    pure = make_mesh({"data": 1, "stage": 8})
+    assert pipeline_stages.resolve_stage_ops("auto", pure, "stage") == "switch"
+    assert pipeline_stages.resolve_stage_ops("auto", stage2_mesh, "stage") == "masked"
+    assert pipeline_stages.resolve_stage_ops("switch", stage2_mesh, "stage") == "switch"
+    with pytest.raises(ValueError, match="unknown stage_ops 'cond'.*'switch', 'masked'"):
+        call(stage2_mesh, numpy_params(2), np.zeros((8, WIDTH), np.float32), stage_ops="cond")
+
+
 def test_bad_schedule_axis_and_microbatches(stage2_mesh):
     params = numpy_params(2)
     with pytest.raises(ValueError, match="valid schedules"):
@@ -363,10 +378,10 @@ def lm_reference(params, tokens, labels):
 def test_gather_free_cross_entropy_equals_optax():
     logits = jax.random.normal(jax.random.key(0), (3, 5, 11))
     labels = jax.random.randint(jax.random.key(1), (3, 5), 0, 11)
-    ours = jax.value_and_grad(
-        lambda z: pipeline.softmax_cross_entropy_with_integer_labels(z, labels).mean())(logits)
-    theirs = jax.value_and_grad(
-        lambda z: optax.softmax_cross_entropy_with_integer_labels(z, labels).mean())(logits)
+    ours = jax.jit(jax.value_and_grad(
+        lambda z: pipeline.softmax_cross_entropy_with_integer_labels(z, labels).mean()))(logits)
+    theirs = jax.jit(jax.value_and_grad(
+        lambda z: optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()))(logits)
     assert_trees_close(ours, theirs)
     with pytest.raises(ValueError, match=r"labels shape \(3,\) must equal logits shape"):
         pipeline.softmax_cross_entropy_with_integer_labels(logits, labels[:, 0])
@@ -376,8 +391,9 @@ def test_gather_free_cross_entropy_equals_optax():
 def test_1f1b_vocab_sharded_lm_head_matches_single_device():
     """data=2 x model=2 x stage=2: embedding outside the pipeline (its gradient pulled back from
     the input cotangents), transformer blocks as stages (heads / MLP hidden on `model`), norm +
-    unembedding sharded over the vocabulary as the head inside the 1F1B scan. Loss and every
-    gradient equal the whole model's on one device."""
+    unembedding sharded over the vocabulary as the head inside the 1F1B scan, with
+    stage_ops="switch": the all-reduces over `model` run inside the branches of the stages that
+    take them. Loss and every gradient equal the whole model's on one device."""
     mesh = make_mesh({"data": 2, "model": 2, "stage": 2})
     params = tiny_lm(jax.random.key(0), 2)
     tokens = jax.random.randint(jax.random.key(1), (8, SEQ + 1), 0, VOCAB)
@@ -393,7 +409,7 @@ def test_1f1b_vocab_sharded_lm_head_matches_single_device():
         x, embed_pullback = jax.vjp(lambda embed: embed[tokens], params["embed"])
         loss, (g_blocks, g_head, g_x) = pipeline.value_and_grad_with_head(
             transformer_block, lm_head_loss, params["blocks"], params["head"], x, labels,
-            mesh=mesh, num_microbatches=4, schedule="1f1b",
+            mesh=mesh, num_microbatches=4, schedule="1f1b", stage_ops="switch",
         )
         return loss, {"embed": embed_pullback(g_x)[0], "blocks": g_blocks, "head": g_head}
 
