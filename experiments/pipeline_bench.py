@@ -13,9 +13,10 @@ Three measurements of `parallel.pipeline` on a stack of residual-MLP stages:
      remat inside stages, and 1F1B; the batch itself is an argument, not temp. "slope" is the
      growth per added micro-batch, in units of one micro-batch's stage activation.
   3. step time: median wall time of the jitted step over `timing_repeats` runs (after one
-     compiling call) for each schedule, and of the sequential single-device reference, in the
-     same run. On simulated CPU devices the "devices" share the host's cores, so these are
-     ratios of this machine's run, not a speed-up forecast for real accelerators.
+     compiling call) for GPipe, 1F1B (`stage_ops="switch"`) and 1F1B masked, and of the
+     sequential single-device reference, in the same run. On simulated CPU devices the
+     "devices" share the host's cores, so these are ratios of this machine's run, not a
+     speed-up forecast for real accelerators.
 
 Writes results.json, report.md and pipeline.png to the workdir, metrics through the tracker.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -77,10 +79,11 @@ def _stage_params(config, mesh):
     return jax.device_put(params, named(mesh, "stage"))
 
 
-def _step(mesh, num_microbatches, schedule, remat_policy=None):
+def _step(mesh, num_microbatches, schedule, remat_policy=None, stage_ops="auto"):
     return jax.jit(functools.partial(
         pipeline.value_and_grad, residual_mlp_stage, mse, mesh=mesh,
         num_microbatches=num_microbatches, schedule=schedule, remat_policy=remat_policy,
+        stage_ops=stage_ops,
     ))
 
 
@@ -107,6 +110,9 @@ def measure_bubbles(config) -> list[dict[str, Any]]:
 
 
 MEMORY_VARIANTS = (("gpipe", None), ("gpipe+remat_full", "full"), ("1f1b", None))
+# (row name, schedule, stage_ops): 1F1B with only the scheduled op per tick, and masked.
+TIMING_VARIANTS = (("gpipe", "gpipe", "auto"), ("1f1b", "1f1b", "switch"),
+                   ("1f1b_masked", "1f1b", "masked"))
 
 
 def measure_memory(config, mesh) -> list[dict[str, Any]]:
@@ -152,11 +158,11 @@ def measure_step_times(config, mesh) -> list[dict[str, Any]]:
         row = {"num_microbatches": m, "sequential_s": _median_seconds(
             reference, host_params, *jax.device_get((inputs, targets)),
             repeats=config.timing_repeats)}
-        for schedule in ps.SCHEDULES:
-            seconds = _median_seconds(_step(mesh, m, schedule), params, inputs, targets,
-                                      repeats=config.timing_repeats)
-            row[f"{schedule}_s"] = seconds
-            row[f"{schedule}_over_sequential"] = seconds / row["sequential_s"]
+        for name, schedule, stage_ops in TIMING_VARIANTS:
+            seconds = _median_seconds(_step(mesh, m, schedule, stage_ops=stage_ops), params,
+                                      inputs, targets, repeats=config.timing_repeats)
+            row[f"{name}_s"] = seconds
+            row[f"{name}_over_sequential"] = seconds / row["sequential_s"]
         rows.append(row)
     return rows
 
@@ -182,20 +188,25 @@ def write_report(results: dict[str, Any], workdir: Path) -> Path:
         | {f"{n} slope": r.get(f"{n}_slope", float("nan")) for n, _ in MEMORY_VARIANTS}
         for r in results["memory"]
     ]
-    time_cols = ["num_microbatches", "sequential_s", "gpipe_s", "1f1b_s",
-                 "gpipe_over_sequential", "1f1b_over_sequential"]
+    time_cols = ["num_microbatches", "sequential_s"] + [
+        f"{name}{suffix}" for suffix in ("_s", "_over_sequential") for name, *_ in TIMING_VARIANTS]
     setup = results["setup"]
     text = "\n\n".join([
         "# Pipeline parallelism: bubble, memory, step time",
         f"Devices: {setup['devices']} ({setup['device_kind']}). Stages p={setup['num_stages']}, "
         f"stage = residual MLP {setup['width']}->{setup['hidden']}->{setup['width']}, "
-        f"micro-batch size {setup['microbatch_size']}, float32.",
+        f"micro-batch size {setup['microbatch_size']}, float32. Host load average at the start: "
+        f"{setup['load_average_1min']:.2f}.",
         "## Bubble (idle op slots, counted from the schedule tables)",
         _table(results["bubble"], bubble_cols),
         "## Per-device compiled temp memory of the training step (MiB), and its growth per "
         "added micro-batch in micro-batch activations (slope)",
         _table(memory_rows, list(memory_rows[0])),
         "## Step time, median seconds (ratios to the sequential one-device reference)",
+        "1f1b runs only each stage's scheduled op per tick (`stage_ops='switch'`); 1f1b_masked "
+        "runs forward and backward on every stage every tick and keeps the scheduled one (the "
+        "fallback for stage programs with collective-permutes). On simulated CPU devices all "
+        "'devices' share the host's cores: these are ratios on this machine, not speed-ups.",
         _table(results["step_time"], time_cols),
     ])
     path = workdir / "report.md"
@@ -250,6 +261,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
             "devices": len(mesh.devices.flat), "device_kind": jax.devices()[0].device_kind,
             "num_stages": config.num_stages, "width": config.width, "hidden": config.hidden,
             "microbatch_size": config.microbatch_size,
+            "load_average_1min": os.getloadavg()[0],
         },
         "bubble": measure_bubbles(config),
         "memory": measure_memory(config, mesh),

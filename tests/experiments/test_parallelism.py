@@ -53,6 +53,30 @@ def test_async_mode_writes_rows_plots_and_report(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_pp_mode_writes_counted_bubbles_memory_and_times(tmp_path):
+    """--mode pp runs experiments.pipeline_bench: bubbles counted from the schedule tables equal
+    (p-1)/(m+p-1) for both schedules, 1F1B holds min(p, m) micro-batches and its compiled temp
+    memory stays flat as m grows while GPipe's grows."""
+    config = tiny_config("pp")
+    config.pp.update(bubble_stages="2,3", bubble_microbatches="1,5", num_stages=2, width=8,
+                     hidden=16, microbatch_size=4, memory_microbatches="2,6",
+                     timing_microbatches="2", timing_repeats=1)
+    results = parallelism.run(config, tmp_path)
+    for row in results["bubble"]:
+        assert row["gpipe_counted"] == pytest.approx(row["gpipe_formula"])
+        assert row["1f1b_counted"] == pytest.approx(row["gpipe_formula"])
+        assert row["1f1b_max_live"] == min(row["num_stages"], row["num_microbatches"])
+        assert row["gpipe_max_live"] == row["num_microbatches"]
+    small, large = results["memory"]
+    assert large["1f1b_temp_bytes"] == small["1f1b_temp_bytes"]
+    assert large["gpipe_temp_bytes"] > small["gpipe_temp_bytes"]
+    assert results["step_time"][0]["1f1b_masked_s"] > 0
+    assert json.loads((tmp_path / "results.json").read_text())["bubble"] == results["bubble"]
+    for name in ("report.md", "pipeline.png", "config.json", "env.json", "metrics.jsonl"):
+        assert (tmp_path / name).is_file(), name
+
+
 def test_unknown_mode_is_named(tmp_path):
     config = tiny_config("dp")
     config.mode = "zp"

@@ -220,28 +220,6 @@ def test_1f1b_memory_is_flat_in_microbatches_gpipe_grows():
     assert temp["gpipe", 16] > 2.0 * temp["1f1b", 16]
 
 
-@pytest.mark.slow
-def test_pipeline_bench_writes_counted_bubbles_and_memory(tmp_path):
-    from experiments import pipeline_bench
-
-    config = pipeline_bench.get_config()
-    config.update(bubble_stages="2,3", bubble_microbatches="1,5", num_stages=2, width=8,
-                  hidden=16, microbatch_size=4, memory_microbatches="2,6",
-                  timing_microbatches="2", timing_repeats=1)
-    results = pipeline_bench.run(config, str(tmp_path))
-    for row in results["bubble"]:
-        assert row["gpipe_counted"] == pytest.approx(row["gpipe_formula"])
-        assert row["1f1b_counted"] == pytest.approx(row["gpipe_formula"])
-        assert row["1f1b_max_live"] == min(row["num_stages"], row["num_microbatches"])
-    small, large = results["memory"]
-    assert large["1f1b_temp_bytes"] == small["1f1b_temp_bytes"]
-    assert large["gpipe_temp_bytes"] > small["gpipe_temp_bytes"]
-    assert results["step_time"][0]["gpipe_s"] > 0
-    for name in ("results.json", "report.md", "pipeline.png", "config.json", "env.json",
-                 "metrics.jsonl"):
-        assert (tmp_path / name).is_file(), name
-
-
 # ----------------------------------------------------------------------------- bad input
 
 
