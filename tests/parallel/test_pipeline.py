@@ -5,6 +5,7 @@ the whole batch, on one device). Shapes are tiny; each (p, m, schedule) compiles
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -185,15 +186,23 @@ def test_apply_and_its_grads_match_sequential(stage4_setup):
     assert_trees_close(pullback(cotangent), ref_pullback(cotangent))
 
 
-@pytest.mark.parametrize("schedule,policy", [("gpipe", "dots"), ("1f1b", "full")])
-def test_remat_inside_stages_keeps_gradients(stage4_setup, schedule, policy):
+@pytest.mark.parametrize("schedule,policy,stage_ops",
+                         [("gpipe", "dots", "auto"), ("1f1b", "full", "switch"),
+                          ("1f1b", "dots", "masked")])
+def test_remat_inside_stages_keeps_gradients(stage4_setup, schedule, policy, stage_ops):
+    """`remat_policy` puts a checkpoint around the stage in the traced program of both
+    schedules (both 1F1B stage_ops), and the gradients stay the sequential ones."""
     mesh, params, inputs, targets = stage4_setup
-    loss, grads = jax.jit(
-        functools.partial(
-            pipeline.value_and_grad, residual_mlp_block, mse, mesh=mesh, num_microbatches=6,
-            schedule=schedule, remat_policy=policy,
-        )
-    )(params, inputs, targets)
+    step = functools.partial(
+        pipeline.value_and_grad, residual_mlp_block, mse, mesh=mesh, num_microbatches=6,
+        schedule=schedule, stage_ops=stage_ops,
+    )
+    assert not re.search(r"\b(checkpoint|remat2?)\[", str(jax.make_jaxpr(step)(params, inputs,
+                                                                               targets)))
+    with_remat = functools.partial(step, remat_policy=policy)
+    assert re.search(r"\b(checkpoint|remat2?)\[", str(jax.make_jaxpr(with_remat)(
+        params, inputs, targets)))
+    loss, grads = jax.jit(with_remat)(params, inputs, targets)
     ref_loss, ref_grads = sequential_reference(*jax.device_get((params, inputs, targets)))
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     assert_trees_close(grads, ref_grads)
