@@ -53,6 +53,11 @@ def family_names(config: ml_collections.ConfigDict) -> list[str]:
     return [name.strip() for name in str(config.family).split(",") if name.strip()]
 
 
+def pretrained_name(config: ml_collections.ConfigDict) -> str:
+    """The name the result is saved under: `config.name`, or "<lopt>_<family>[-<family>...]"."""
+    return config.name or f"{config.lopt}_{'-'.join(family_names(config))}"
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Fail fast (before any compilation) on unknown keys and unknown names."""
     valid = set(meta_base.get_config().keys())
@@ -82,6 +87,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.estimator not in meta.estimators.ESTIMATORS:
         raise ValueError(f"unknown estimator {config.estimator!r}; valid: "
                          f"{sorted(meta.estimators.ESTIMATORS)}")
+    name = pretrained_name(config)
+    if not all(c.isalnum() or c in "_-." for c in name):  # what save_pretrained accepts
+        raise ValueError(f"pretrained name {name!r} (config.name) must be letters, digits, "
+                         f"_ - . only")
     for key in ("num_tasks", "unroll_length", "outer_steps", "checkpoint_every", "log_every"):
         if int(config[key]) <= 0:
             raise ValueError(f"config.{key} must be positive, got {config[key]}")
@@ -156,7 +165,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
     validate(config)
     workdir = Path(workdir)
     lopt, trainer, pairs = build(config)
-    name = config.name or f"{config.lopt}_{'+'.join(family_names(config))}"
+    name = pretrained_name(config)
     ckpt = MetaCheckpointer(workdir / "checkpoints", fingerprint(config))
     ckpt.check_compatible()  # before compiling anything
     tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))

@@ -79,6 +79,28 @@ class TBPTT:
         (value, (new_state, metrics)), grad = jax.value_and_grad(objective, has_aux=True)(theta)
         return TaskGrad(grad, est_state, new_state, _task_metrics(value, was_reset, metrics))
 
+    def population_grads(self, unroller, theta, est_state, population):
+        """The sum of `task_grad` over a population, as one gradient of the summed objective.
+
+        Same result as summing per-task gradients, but the backward pass reduces theta's
+        cotangent over the tasks as it goes instead of carrying one per task (measured ~20%
+        faster for MLPLOpt on the regression-MLP setup of experiments/bench_meta.py).
+        Returns (grad sum, est_state, population, metric sums).
+        """
+        population, was_reset = jax.vmap(lambda s: unroller.reset_finished(theta, s))(
+            population)
+
+        def total(th):
+            thetas = jax.tree.map(lambda x: x[None], th)
+            objectives, new_state, metrics = jax.vmap(lambda s: unroller.unroll(thetas, s))(
+                population)
+            return jnp.sum(objectives[:, 0]), (objectives[:, 0], new_state, metrics)
+
+        (_, (values, new_state, metrics)), grad_sum = jax.value_and_grad(
+            total, has_aux=True)(theta)
+        metrics = jax.vmap(_task_metrics)(values, was_reset, metrics)
+        return grad_sum, est_state, new_state, {k: jnp.sum(v, axis=0) for k, v in metrics.items()}
+
 
 @dataclasses.dataclass(frozen=True)
 class ES:
@@ -151,6 +173,9 @@ def get_estimator(name: str, **kwargs):
 
 
 def _group_task_grads(estimator, unroller, theta, est_state, population):
+    if hasattr(estimator, "population_grads"):
+        return estimator.population_grads(unroller, theta, est_state, population)
+
     def one_task(est_task_state, task_state):
         return estimator.task_grad(unroller, theta, est_task_state, task_state)
 

@@ -105,6 +105,7 @@ def test_unknown_or_missing_config_keys_fail():
     (dict(num_groups=2, group_index=0), "group_index=0 picks one group of one family"),
     (dict(family="quadratic,quadratic"), "lists a family twice"),
     (dict(family="quadratic,nope"), "unknown family 'nope'"),
+    (dict(name="my run"), "pretrained name 'my run'"),
 ])
 def test_bad_group_mixtures_fail_before_compiling(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -116,6 +117,8 @@ def test_mixed_groups_run_resume_and_write_their_groups(tmp_path):
     pairs = meta_train.pick_groups(config)
     assert len(pairs) == 2 and pairs[0][1] != pairs[1][1]
     assert meta_train.pick_groups(config) == pairs  # drawn from the seed: reproducible
+    assert meta_train.pretrained_name(_config(family="quadratic,digits_mlp")) == (
+        "learned_adam_quadratic-digits_mlp")
     assert len(meta_train.pick_groups(_config(num_groups=-1))) == len(
         pairs[0][0].groups("meta_train"))
     _, theta_run, _ = load_pretrained_theta(meta_train.run(config, tmp_path))
