@@ -76,6 +76,7 @@ class HyperLOpt(LearnedOptimizer):
 
     needs_value = True
     per_tensor_fields = ("lstm_h", "lstm_c")
+    premasked_fields = ("momenta",)
 
     @property
     def num_features(self) -> int:
@@ -132,6 +133,11 @@ class HyperLOpt(LearnedOptimizer):
                    ctx: StepContext) -> tuple[HyperLeaf, None]:
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
         momenta = F.update_momenta(leaf.momenta, g, decays)
+        if ctx.grad is not None:
+            # Written (masked) before the LSTM's statistic reads it back: a reduction over the
+            # unwritten momenta would keep the old ones live and make XLA copy them. (So a
+            # non-finite gradient entry enters the statistic with its kept, old momentum.)
+            momenta = F.keep_finite(ctx.grad.finite, momenta, leaf.momenta)
         nu = F.update_second_moment(leaf.nu, g, self.second_moment_decay)
         p_rms = F.tensor_rms(p, 1e-8)
         if ctx.grad is None:
