@@ -91,7 +91,22 @@ def num_stages_of(stage_params: PyTree) -> int:
     return next(iter(sizes.values()))
 
 
-def _check_call(stage_params, inputs, mesh: Mesh, stage_axis: str, num_microbatches) -> int:
+def _check_batch(tree: PyTree, name: str, num_microbatches: int) -> set[int]:
+    """The leading (batch) sizes of `tree`'s leaves, each checked to split into micro-batches."""
+    sizes = set()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        batch = jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
+        if batch is None or batch % num_microbatches:
+            raise ValueError(
+                f"batch size {batch} of {name}{jax.tree_util.keystr(path)} is not divisible by "
+                f"num_microbatches={num_microbatches}"
+            )
+        sizes.add(batch)
+    return sizes
+
+
+def _check_call(stage_params, inputs, mesh: Mesh, stage_axis: str, num_microbatches,
+                targets: PyTree = None) -> int:
     if stage_axis not in mesh.shape:
         raise ValueError(f"mesh has no axis {stage_axis!r}; its axes are {dict(mesh.shape)}")
     num_stages = num_stages_of(stage_params)
@@ -103,13 +118,11 @@ def _check_call(stage_params, inputs, mesh: Mesh, stage_axis: str, num_microbatc
         )
     if not isinstance(num_microbatches, int) or num_microbatches < 1:
         raise ValueError(f"num_microbatches must be a positive int, got {num_microbatches!r}")
-    for path, leaf in jax.tree_util.tree_leaves_with_path(inputs):
-        batch = jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
-        if batch is None or batch % num_microbatches:
-            raise ValueError(
-                f"batch size {batch} of inputs{jax.tree_util.keystr(path)} is not divisible by "
-                f"num_microbatches={num_microbatches}"
-            )
+    batch_sizes = _check_batch(inputs, "inputs", num_microbatches)
+    if targets is not None:
+        batch_sizes |= _check_batch(targets, "targets", num_microbatches)
+    if len(batch_sizes) > 1:
+        raise ValueError(f"inputs and targets disagree on the batch size: {sorted(batch_sizes)}")
     return num_stages
 
 
@@ -247,7 +260,7 @@ def value_and_grad_with_head(
       `with_input_grads` is False (1F1B then keeps no buffer for them).
     """
     check_schedule(schedule)
-    num_stages = _check_call(stage_params, inputs, mesh, stage_axis, num_microbatches)
+    num_stages = _check_call(stage_params, inputs, mesh, stage_axis, num_microbatches, targets)
     stage_ops = stages.resolve_stage_ops(stage_ops, mesh, stage_axis)
     stage_fn = _stage_fn_with_remat(stage_fn, remat_policy)
     if schedule == GPIPE:

@@ -258,6 +258,17 @@ def test_batch_not_divisible_by_microbatches(stage2_mesh):
              num_microbatches=4)
 
 
+def test_targets_must_split_like_inputs(stage2_mesh):
+    params, inputs = numpy_params(2), np.zeros((8, WIDTH), np.float32)
+    with pytest.raises(ValueError, match="batch size 6 of targets is not divisible by "
+                                         "num_microbatches=4"):
+        pipeline.value_and_grad(residual_mlp_block, mse, params, inputs, np.zeros((6, WIDTH)),
+                                mesh=stage2_mesh, num_microbatches=4)
+    with pytest.raises(ValueError, match=r"disagree on the batch size: \[4, 8\]"):
+        pipeline.value_and_grad(residual_mlp_block, mse, params, inputs, np.zeros((4, WIDTH)),
+                                mesh=stage2_mesh, num_microbatches=2, schedule="1f1b")
+
+
 def test_stage_count_must_match_mesh_axis(stage2_mesh):
     with pytest.raises(ValueError, match="3 stages .* 'stage' has size 2"):
         call(stage2_mesh, numpy_params(3), np.zeros((8, WIDTH), np.float32))
