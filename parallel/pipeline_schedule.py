@@ -138,35 +138,33 @@ def max_live_microbatches(table: ScheduleTable) -> np.ndarray:
     return live.max(axis=0)
 
 
+def _op_ticks(ops: np.ndarray, stage: int, num_microbatches: int) -> np.ndarray:
+    """Tick of each micro-batch's op on `stage` (ops: table.forward or table.backward)."""
+    return np.array([np.flatnonzero(ops[:, stage] == i)[0] for i in range(num_microbatches)])
+
+
 def max_waiting_activations(table: ScheduleTable) -> np.ndarray:
-    """Per stage, the most activations received from the previous stage but not yet run forward
-    (an activation sent at tick t arrives for tick t + 1). 1F1B's inbox has one slot: this must
-    stay <= 1."""
-    p = table.num_stages
-    waiting = np.zeros(p, dtype=int)
-    for s in range(1, p):
-        sent = np.flatnonzero(table.forward[:, s - 1] != IDLE)  # tick of F(i) on s-1, i ordered
-        used = np.flatnonzero(table.forward[:, s] != IDLE)
+    """Per stage, the most activations that have arrived from the previous stage (sent at tick
+    t, usable from tick t + 1) but are not yet run forward, at the start of any tick. 1F1B's
+    inbox has one slot: this must stay <= 1."""
+    m = table.num_microbatches
+    waiting = np.zeros(table.num_stages, dtype=int)
+    for s in range(1, table.num_stages):
+        sent = _op_ticks(table.forward, s - 1, m)
+        used = _op_ticks(table.forward, s, m)
         for t in range(table.num_ticks):
-            # arrived before tick t (sent at < t) and not yet used before or at... tick t reads it
-            pending = np.sum(sent < t) - np.sum(used < t)
-            waiting[s] = max(waiting[s], pending)
+            waiting[s] = max(waiting[s], int(np.sum(sent < t) - np.sum(used < t)))
     return waiting
 
 
 def cotangent_delays(table: ScheduleTable) -> np.ndarray:
     """Per stage s < p-1, the largest gap in ticks between B(i) on s+1 and B(i) on s. 1F1B
-    keeps no cotangent buffer: every gap must be exactly 1."""
-    p = table.num_stages
-    delays = np.zeros(max(p - 1, 0), dtype=int)
-    for s in range(p - 1):
-        here = np.argsort(np.where(table.backward[:, s] != IDLE, table.backward[:, s], 1 << 30))
-        there = np.argsort(
-            np.where(table.backward[:, s + 1] != IDLE, table.backward[:, s + 1], 1 << 30)
-        )
-        m = table.num_microbatches
-        delays[s] = int(np.max(here[:m] - there[:m]))
-    return delays
+    keeps no cotangent buffer (what arrives is used in the next tick): every gap must be 1."""
+    m = table.num_microbatches
+    return np.array([
+        int(np.max(_op_ticks(table.backward, s, m) - _op_ticks(table.backward, s + 1, m)))
+        for s in range(table.num_stages - 1)
+    ], dtype=int)
 
 
 def stash_size_1f1b(num_stages: int) -> int:

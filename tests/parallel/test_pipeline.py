@@ -131,6 +131,7 @@ CASES = [  # (num_stages, num_microbatches, mesh axes): m < p, m = p, m >> p
     (4, 2, {"data": 2, "stage": 4}),
     (4, 4, {"data": 2, "stage": 4}),
     (4, 8, {"data": 2, "stage": 4}),
+    (2, 12, {"data": 4, "stage": 2}),
     (8, 4, {"stage": 8}),
 ]
 
