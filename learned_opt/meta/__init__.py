@@ -7,9 +7,10 @@ an optax outer loop, sharding over devices and processes, and resumable checkpoi
     trainer = meta.MetaTrainer(unroller, meta.get_estimator("pes"), num_tasks=8)
     state = trainer.init(jax.random.key(0), lopt.init(jax.random.key(1)))
     state, metrics = trainer.step(state)
+    score = meta.evaluate(unroller, state.theta, fixed_population)["meta_loss"]  # forward only
 """
 
-from learned_opt.meta.estimators import ES, PES, TBPTT, get_estimator, meta_grad
+from learned_opt.meta.estimators import ES, PES, TBPTT, evaluate, get_estimator, meta_grad
 from learned_opt.meta.objectives import MetaObjective
 from learned_opt.meta.population import TaskState, TruncatedUnroller
 from learned_opt.meta.sharding import population_mesh, sharded_meta_grad
@@ -28,6 +29,7 @@ __all__ = [
     "TaskState",
     "TruncatedUnroller",
     "default_outer_tx",
+    "evaluate",
     "get_estimator",
     "get_schedule",
     "meta_grad",

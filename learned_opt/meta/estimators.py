@@ -235,6 +235,20 @@ def meta_grad(estimator, unroller, theta, est_state, population):
             finalize_metrics(sums, num_tasks))
 
 
+def evaluate(unroller, theta, population) -> dict:
+    """Forward-only metrics of one unroll of every task under `theta` (no meta-gradient).
+
+    `population`: single-particle task states (e.g. `unroller.new_trajectory(k, theta, 1)`
+    vmapped); nothing is reset. Returns population means of `meta_loss` and `train_loss`
+    (what `meta_grad` reports) and the total `num_nonfinite`, at the cost of the forward pass
+    only: use it to score a theta, e.g. before and after meta-training on fixed tasks.
+    """
+    thetas = jax.tree.map(lambda x: x[None], theta)
+    objectives, _, metrics = jax.vmap(lambda s: unroller.unroll(thetas, s))(population)
+    return {"meta_loss": jnp.mean(objectives), "train_loss": jnp.mean(metrics["train_loss"]),
+            "num_nonfinite": jnp.sum(metrics["num_nonfinite"])}
+
+
 def finalize_metrics(sums: dict, num_tasks: int) -> dict:
     """Population sums -> means (counters stay totals)."""
     return {k: v if k.startswith("num_") else v / num_tasks for k, v in sums.items()}

@@ -96,7 +96,10 @@ def test_tbptt_matches_finite_differences():
         g, _, _, metrics = estimators.meta_grad(tbptt, unroller, theta, est_state, population)
         return g, metrics["meta_loss"]
 
-    grad, _ = grad_and_value(THETA)
+    grad, value = grad_and_value(THETA)
+    # The forward-only evaluation scores the same objective.
+    evaluated = jax.jit(meta.evaluate, static_argnums=0)(unroller, THETA, population)
+    np.testing.assert_allclose(evaluated["meta_loss"], value, rtol=1e-6)
     direction = jax.tree.map(lambda x: jnp.ones_like(x), THETA)
     direction["log_eps"] = jnp.zeros(())  # eps barely matters at 1e-8: no signal to compare
     for key in ["log_lr", "log_one_minus_beta1", None]:

@@ -15,7 +15,6 @@ from toy import QuadraticFamily  # noqa: E402
 
 import learned_opt as lo  # noqa: E402
 from learned_opt import meta  # noqa: E402
-from learned_opt.meta import estimators  # noqa: E402
 
 FAMILY = QuadraticFamily(dim=4, noise=0.1)
 
@@ -44,10 +43,7 @@ def test_learned_adam_learns_the_grid_search_learning_rate():
 
     @jax.jit
     def score(log_lr):
-        theta = dict(state.theta, log_lr=log_lr)
-        *_, metrics = estimators.meta_grad(tbptt, unroller, theta, tbptt.init(theta, num_eval),
-                                           population)
-        return metrics["meta_loss"]
+        return meta.evaluate(unroller, dict(state.theta, log_lr=log_lr), population)["meta_loss"]
 
     grid = np.linspace(np.log(1e-3), np.log(3.0), 33)
     scores = np.array([float(score(x)) for x in grid])
