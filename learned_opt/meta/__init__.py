@@ -8,6 +8,13 @@ an optax outer loop, sharding over devices and processes, and resumable checkpoi
     state = trainer.init(jax.random.key(0), lopt.init(jax.random.key(1)))
     state, metrics = trainer.step(state)
     score = meta.evaluate(unroller, state.theta, fixed_population)["meta_loss"]  # forward only
+
+Several shape groups (or task families) train one theta together when the trainer gets one
+unroller per group; each group is its own vmapped sub-population of `num_tasks` tasks:
+
+    trainer = meta.MetaTrainer([meta.TruncatedUnroller(family, g, lopt, unroll_length=20,
+                                                       schedule=schedule) for g in groups],
+                               meta.get_estimator("pes"), num_tasks=8)
 """
 
 from learned_opt.meta.estimators import ES, PES, TBPTT, evaluate, get_estimator, meta_grad
