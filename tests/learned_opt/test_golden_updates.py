@@ -13,6 +13,8 @@ Regenerate (only for an intended change of an update rule, never to make a speed
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,10 +55,11 @@ def _summary(x: jax.Array) -> list[float]:
     return [float(x.sum()), float(np.abs(x).sum()), float((x * weights).sum())]
 
 
-def _tx(name: str):
+def _lopt_theta_wd(name: str):
+    """(architecture, theta, weight_decay) of a golden case."""
     if name in PRETRAINED:
         lopt, theta, _ = lo.load_pretrained_theta(name)
-        return lopt.optimizer(theta, num_steps=NUM_STEPS)
+        return lopt, theta, 0.0
     arch, _, variant = name.partition("+")
     lopt = lo.get_lopt(arch)
     theta = lopt.init(jax.random.key(0))
@@ -66,20 +69,28 @@ def _tx(name: str):
         theta = treedef.unflatten([x + 0.1 * rng.normal(size=x.shape).astype(np.float32)
                                    for x in leaves])
         theta = {**theta, "param_scale_exponent": jnp.float32(0.5)}
-        return lopt.optimizer(theta, num_steps=NUM_STEPS, weight_decay=0.01)
-    return lopt.optimizer(theta, num_steps=NUM_STEPS)
+        return lopt, theta, 0.01
+    return lopt, theta, 0.0
+
+
+@functools.cache
+def _step(lopt: lo.LearnedOptimizer, weight_decay: float):
+    """One compiled update per (architecture, weight decay), theta an argument: the default and
+    the pretrained theta of an architecture share it."""
+    return jax.jit(lambda theta, g, s, p, v: lopt.optimizer(
+        theta, num_steps=NUM_STEPS, weight_decay=weight_decay).update(g, s, p, value=v))
 
 
 def record(name: str) -> dict:
     """{"updates": [[step][leaf] summary], "state": [per-leaf-field summary]} for `name`."""
-    tx = _tx(name)
+    lopt, theta, weight_decay = _lopt_theta_wd(name)
+    step = _step(lopt, weight_decay)
     params = golden_params()
-    state = tx.init(params)
-    step = jax.jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
+    state = lopt.optimizer(theta, num_steps=NUM_STEPS).init(params)
     updates_summary = []
     for _ in range(NUM_UPDATES):
         loss, grads = jax.value_and_grad(golden_loss)(params)
-        updates, state = step(grads, state, params, loss)
+        updates, state = step(theta, grads, state, params, loss)
         updates_summary.append([_summary(u) for u in jax.tree.leaves(updates)])
         params = optax.apply_updates(params, updates)
     state_summary = [_summary(x) for x in jax.tree.leaves(state.per_leaf)]
