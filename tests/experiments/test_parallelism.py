@@ -68,9 +68,13 @@ def test_pp_mode_writes_counted_bubbles_memory_and_times(tmp_path):
         assert row["1f1b_counted"] == pytest.approx(row["gpipe_formula"])
         assert row["1f1b_max_live"] == min(row["num_stages"], row["num_microbatches"])
         assert row["gpipe_max_live"] == row["num_microbatches"]
+    # Compiled temp memory (the batch is an argument, not temp) with a fixed micro-batch size:
+    # 1F1B's is flat in m, GPipe's grows with m (it keeps every micro-batch's activations).
     small, large = results["memory"]
     assert large["1f1b_temp_bytes"] == small["1f1b_temp_bytes"]
-    assert large["gpipe_temp_bytes"] > small["gpipe_temp_bytes"]
+    assert large["gpipe_temp_bytes"] >= 1.5 * small["gpipe_temp_bytes"]
+    assert large["gpipe_temp_bytes"] > 2 * large["1f1b_temp_bytes"]
+    assert large["gpipe_slope"] > 1 and large["1f1b_slope"] == 0
     assert results["step_time"][0]["1f1b_masked_s"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["bubble"] == results["bubble"]
     for name in ("report.md", "pipeline.png", "config.json", "env.json", "metrics.jsonl"):
