@@ -119,7 +119,10 @@ def _reductions(g: jax.Array, finite: jax.Array, axis: int):
     operands = (jnp.where(finite, g * g, 0.0), jnp.where(finite, 0.0, 1.0),
                 jnp.logical_and(finite, g != 0).astype(jnp.float32))
     sq, non_finite, nonzero = jax.lax.reduce(operands, (jnp.float32(0),) * 3, _add3, (axis,))
-    return sq, non_finite == 0, nonzero
+    # `+ 0 * non_finite` (exactly +0: a count is finite) keeps a second output in use, so XLA
+    # does not shrink the reduction to a single sum and hand it to the library kernel (which
+    # writes the masked g**2 out first) when only the sum of squares is needed.
+    return sq + 0.0 * non_finite, non_finite == 0, nonzero
 
 
 @_reductions.defjvp
