@@ -22,9 +22,11 @@ al. 2019/2021 for 1F1B):
            min(p - s, m) <= p micro-batches: a ring buffer of p stage inputs, whatever m is.
            In the steady state neighbouring stages run different ops in the same tick (one a
            forward, the other a backward), which SPMD code does with a `lax.switch` on the
-           stage's own table entry. A cotangent is consumed the tick after it is sent; a
-           forward activation waits at most once per stage (micro-batch p - s, sent in the
-           warm-up, used after B(0)), in a one-slot inbox.
+           stage's own table entry (or, for stage programs with collective-permutes, by
+           computing both and keeping one: `parallel.pipeline_stages`). A cotangent is
+           consumed the tick after it is sent; a forward activation waits at most once per
+           stage (micro-batch p - s, sent in the warm-up, used after B(0)), in a one-slot
+           inbox.
 
     table = schedule_table("1f1b", num_stages=4, num_microbatches=8)
     table.forward[t, s]            # micro-batch run forward by stage s at tick t, -1 when idle
