@@ -43,10 +43,13 @@ _NUM_PARTITIONS = re.compile(r"num_partitions=(\d+)")
 
 
 class OpStats(NamedTuple):
-    """How many collectives of one kind, and their summed operand bytes per device."""
+    """How many collectives of one kind, their summed operand bytes per device, and the
+    operand bytes of the largest one (tells a gather of per-device partial results from a
+    gather of a whole tensor)."""
 
     count: int
     bytes: int
+    largest: int = 0
 
 
 class CommStats(NamedTuple):
@@ -64,7 +67,8 @@ class CommStats(NamedTuple):
 
     def as_dict(self) -> dict:
         """JSON-able summary: `{op: {"count", "bytes"}, "total_bytes": ...}`."""
-        out = {op: {"count": s.count, "bytes": s.bytes} for op, s in self.by_op.items()}
+        out = {op: {"count": s.count, "bytes": s.bytes, "largest_bytes": s.largest}
+               for op, s in self.by_op.items()}
         out["total_bytes"] = self.total_bytes
         out["total_count"] = self.total_count
         return out
@@ -111,7 +115,7 @@ def collective_stats(hlo_text: str) -> CommStats:
     """Count collectives and their operand bytes in compiled HLO text."""
     partitions = _NUM_PARTITIONS.search(hlo_text)
     num_partitions = int(partitions.group(1)) if partitions else 1
-    counts = {op: [0, 0] for op in COLLECTIVES}
+    counts = {op: [0, 0, 0] for op in COLLECTIVES}
     for line in hlo_text.splitlines():
         match = _INSTRUCTION.match(line)
         if not match:
@@ -123,7 +127,8 @@ def collective_stats(hlo_text: str) -> CommStats:
         nbytes = _operand_bytes(op, bool(match["start"]), array_bytes(match["shape"]), group)
         counts[op][0] += 1
         counts[op][1] += nbytes
-    return CommStats({op: OpStats(c, b) for op, (c, b) in counts.items()})
+        counts[op][2] = max(counts[op][2], nbytes)
+    return CommStats({op: OpStats(*c) for op, c in counts.items()})
 
 
 def compiled_text(fn: Callable, *args, **kwargs) -> str:

@@ -26,7 +26,7 @@ def test_counts_each_collective_with_its_operand_bytes():
     stats = communication.communication_of(fn, jnp.ones((64, 3), jnp.float32))
     local_bytes = 8 * 3 * 4  # every collective takes the 96-byte local block as its operand
     for op in ("all-reduce", "all-gather", "reduce-scatter", "collective-permute"):
-        assert stats.by_op[op] == communication.OpStats(1, local_bytes), (op, stats.as_dict())
+        assert stats.by_op[op] == communication.OpStats(1, local_bytes, local_bytes), op
     assert stats.total_bytes == 4 * local_bytes
     assert stats.as_dict()["total_count"] == 4
 
@@ -41,10 +41,10 @@ def test_parses_tuple_shapes_iota_groups_and_async_starts():
         "  ROOT %r = s32[2]{0} reduce-scatter(%v), replica_groups={{0,1},{2,3}}",
     ])
     stats = communication.collective_stats(hlo)
-    assert stats.by_op["all-reduce"] == communication.OpStats(1, 16 * 4 + 64 * 2)
+    assert stats.by_op["all-reduce"] == communication.OpStats(1, 16 * 4 + 64 * 2, 16 * 4 + 64 * 2)
     # 4x6 gathered over groups of 4 -> 6 floats in; the async start counts its operand (2 f32).
-    assert stats.by_op["all-gather"] == communication.OpStats(2, 6 * 4 + 2 * 4)
-    assert stats.by_op["reduce-scatter"] == communication.OpStats(1, 2 * 4 * 2)
+    assert stats.by_op["all-gather"] == communication.OpStats(2, 6 * 4 + 2 * 4, 6 * 4)
+    assert stats.by_op["reduce-scatter"] == communication.OpStats(1, 2 * 4 * 2, 2 * 4 * 2)
 
 
 def test_no_collectives_on_one_device_and_unknown_dtype_is_an_error():

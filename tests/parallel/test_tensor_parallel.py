@@ -80,8 +80,9 @@ def test_megatron_mlp_and_attention_need_one_all_reduce_each(mesh, params):
                                    out_specs=P("data")))
         np.testing.assert_allclose(fn(block[name], x), layer(block[name], x), RTOL, ATOL)
         stats = communication.communication_of(fn, block[name], x)
-        assert stats.by_op["all-reduce"] == communication.OpStats(1, 2 * CONFIG.max_len
-                                                                  * CONFIG.dim * 4), name
+        activation_bytes = 2 * CONFIG.max_len * CONFIG.dim * 4
+        assert stats.by_op["all-reduce"] == communication.OpStats(1, activation_bytes,
+                                                                  activation_bytes), name
         assert stats.total_count == 1, stats.as_dict()
 
 
@@ -142,7 +143,11 @@ def test_optimizer_update_under_tp_is_exact_and_local(make_tx, mesh, params, ref
                        jax.jit(updates_of)(grads, tx.init(params), params))
     stats = communication.communication_of(update, placed_grads, state, placed)
     param_bytes = sum(x.size * 4 for x in jax.tree.leaves(params))
-    assert stats.by_op["all-gather"].bytes == 0, stats.as_dict()
+    # Gathers of per-device partial statistics (a variadic reduction partitioned by XLA) are
+    # fine; a gather the size of any model-sharded parameter is not.
+    smallest_sharded = min(x.size * 4 for x in jax.tree.leaves(placed)
+                           if not x.sharding.is_fully_replicated)
+    assert stats.by_op["all-gather"].largest < smallest_sharded, stats.as_dict()
     assert stats.total_bytes < 0.02 * param_bytes, stats.as_dict()
 
 
