@@ -31,7 +31,11 @@ def test_learned_adam_learns_the_grid_search_learning_rate():
     labels = {k: "train" if k == "log_lr" else "freeze" for k in lopt.init(jax.random.key(0))}
     outer_tx = optax.multi_transform(
         {"train": meta.default_outer_tx(0.15), "freeze": optax.set_to_zero()}, labels)
-    trainer = meta.MetaTrainer(unroller, tbptt, num_tasks=8, outer_tx=outer_tx)
+    # One device: 8 devices == 1 device is tested below, and 60 un-synchronised sharded steps on
+    # 8 simulated CPU devices sharing 2 busy cores have deadlocked XLA's all-reduce rendezvous
+    # (7 of 8 device threads arrived; the process aborts after 40 s).
+    trainer = meta.MetaTrainer(unroller, tbptt, num_tasks=8, outer_tx=outer_tx,
+                               mesh=meta.population_mesh(jax.devices()[:1]))
     state = trainer.init(jax.random.key(0), lopt.init(jax.random.key(0)))
     for _ in range(60):
         state, _ = trainer.step(state)
