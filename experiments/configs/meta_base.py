@@ -35,3 +35,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_every = 10
     c.backends = ("local",)        # experiments.tracking backends
     return c
+
+
+def pes_recipe(lopt: str, family: str) -> ml_collections.ConfigDict:
+    """The recipe of the shipped pretrained optimizers: PES, 8 tasks per group, unroll 20,
+    log-uniform horizons in [100, 1000], outer Adam at 3e-3, 2000 outer steps by default."""
+    c = get_config()
+    c.lopt, c.family = lopt, family
+    c.estimator = "pes"
+    c.num_tasks = 8
+    c.unroll_length = 20
+    c.min_horizon, c.max_horizon = 100, 1000
+    c.outer_lr = 3e-3
+    c.outer_steps = 2000
+    return c

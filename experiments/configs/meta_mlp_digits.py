@@ -4,13 +4,5 @@ from experiments.configs import meta_base
 
 
 def get_config():
-    c = meta_base.get_config()
-    c.lopt = "mlp"
-    c.family = "digits_mlp"
-    c.estimator = "pes"
-    c.num_tasks = 8
-    c.unroll_length = 20
-    c.min_horizon, c.max_horizon = 100, 1000
-    c.outer_lr = 3e-3
-    c.outer_steps = 2000
+    c = meta_base.pes_recipe("mlp", "digits_mlp")
     return c
