@@ -16,6 +16,10 @@ sub-population of `num_tasks` tasks per group; the meta-gradient averages over g
 
     python -m experiments.meta_train --config experiments/configs/meta_mixed.py \
         --workdir workdirs/mixed --config.family=digits_mlp,mnist1d_mlp --config.num_groups=2
+
+Warm start (fine-tuning): `--config.init_from=NAME_OR_CARD` starts theta from a shipped or saved
+pretrained optimizer of the same architecture instead of `lopt.init(seed)`; the new card
+records where it started (name, weights sha256, outer steps behind it).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from learned_opt.pretrained import save_pretrained
 RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name")
 # Keys added after checkpoints existed, with the value older runs implicitly used: at that
 # value they are left out of the fingerprint, so those checkpoints still resume.
-LATER_KEYS = {"num_groups": 1}
+LATER_KEYS = {"num_groups": 1, "init_from": ""}
 
 
 def family_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -148,6 +152,27 @@ def build(config: ml_collections.ConfigDict):
     return lopt, trainer, pairs
 
 
+def initial_theta(config: ml_collections.ConfigDict, lopt) -> tuple[object, dict | None]:
+    """(theta, provenance) to start from: `lopt.init(seed)`, or the weights of
+    `config.init_from` (a pretrained name or card path) when it is set.
+
+    Raises:
+      ValueError: the pretrained optimizer has another architecture than `config.lopt` /
+        `config.lopt_kwargs` (its theta would not fit, or would mean something else).
+    """
+    if not config.init_from:
+        return lopt.init(jax.random.key(config.seed)), None
+    source_lopt, theta, card = lo.load_pretrained_theta(config.init_from)
+    if source_lopt != lopt:
+        raise ValueError(f"config.init_from={config.init_from!r} is a {source_lopt!r}, but this "
+                         f"run meta-trains {lopt!r}: set config.lopt / config.lopt_kwargs to "
+                         f"its architecture (card['architecture']: {card['architecture']})")
+    provenance = {"name": card["name"], "weights_sha256": card["weights_sha256"],
+                  "outer_steps": card.get("outer_steps"),
+                  "total_outer_steps": card.get("total_outer_steps", card.get("outer_steps"))}
+    return theta, provenance
+
+
 def fingerprint(config: ml_collections.ConfigDict) -> dict:
     fp = {k: v for k, v in config.to_dict().items()
           if k not in RESUMABLE_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])}
@@ -168,8 +193,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
     name = pretrained_name(config)
     ckpt = MetaCheckpointer(workdir / "checkpoints", fingerprint(config))
     ckpt.check_compatible()  # before compiling anything
+    theta, init_from = initial_theta(config, lopt)  # before compiling: a bad source fails fast
     tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))
-    theta = lopt.init(jax.random.key(config.seed))
     start = time.time()
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
@@ -222,7 +247,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
         "unroll_length": config.unroll_length, "truncation": config.truncation,
         "horizons": [config.min_horizon, config.max_horizon],
         "lopt_num_steps": trainer.unrollers[0].lopt_num_steps,
-        "outer_steps": int(_host(state.step)), "seed": config.seed,
+        "outer_steps": int(_host(state.step)), "seed": config.seed, "init_from": init_from,
+        "total_outer_steps": int(_host(state.step)) + (
+            (init_from or {}).get("total_outer_steps") or 0),
         "num_skipped": int(_host(state.num_skipped)),
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
         "wall_time_s_last_session": time.time() - start, "resumed_from_step": resumed_from,

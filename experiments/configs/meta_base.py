@@ -31,6 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.outer_lr = 1e-3
     c.grad_clip = 1.0              # global-norm clip of the meta-gradient
     c.seed = 0
+    c.init_from = ""               # warm start: a pretrained name or card path of the same
+                                   # architecture ("" -> lopt.init(seed))
     c.checkpoint_every = 100
     c.log_every = 10
     c.backends = ("local",)        # experiments.tracking backends

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import learned_opt as lo
 from experiments import meta_train
 from experiments.configs import meta_tiny
 from learned_opt.pretrained import load_pretrained_theta
@@ -135,3 +136,28 @@ def test_mixed_groups_run_resume_and_write_their_groups(tmp_path):
     fingerprint = json.loads((tmp_path / "checkpoints" / "fingerprint.json").read_text())
     assert fingerprint["num_groups"] == 2 and "num_groups" not in meta_train.fingerprint(
         _config())  # single-group runs keep the fingerprint of older checkpoints
+
+
+def test_init_from_warm_starts_from_a_pretrained_card(tmp_path):
+    config = _config(outer_steps=1, checkpoint_every=1, log_every=1)
+    source = meta_train.run(config, tmp_path / "source")
+    lopt, theta_source, _ = load_pretrained_theta(source)
+    assert meta_train.fingerprint(config) == meta_train.fingerprint(
+        _config(outer_steps=1, checkpoint_every=1, log_every=1, init_from=""))
+    assert "init_from" not in meta_train.fingerprint(config)  # older checkpoints still resume
+
+    warm = _config(outer_steps=1, checkpoint_every=1, log_every=1, init_from=str(source),
+                   seed=7)
+    theta, provenance = meta_train.initial_theta(warm, lopt)
+    for key in theta_source:  # the source's weights, not lopt.init(seed=7)
+        np.testing.assert_array_equal(np.asarray(theta[key]), np.asarray(theta_source[key]))
+    _, theta_warm, card = load_pretrained_theta(meta_train.run(warm, tmp_path / "warm"))
+    assert card["init_from"]["name"] == "learned_adam_quadratic"
+    assert card["init_from"]["outer_steps"] == 1 and card["total_outer_steps"] == 2
+    assert any(not np.array_equal(theta_warm[k], theta_source[k]) for k in theta_source)
+
+    with pytest.raises(ValueError, match="init_from=.* is a LearnedAdam.*meta-trains MLPLOpt"):
+        meta_train.initial_theta(_config(lopt="mlp", init_from=str(source)),
+                                 lo.get_lopt("mlp"))
+    with pytest.raises(ValueError, match="no pretrained optimizer .no_such_optimizer"):
+        meta_train.initial_theta(_config(init_from="no_such_optimizer"), lopt)
