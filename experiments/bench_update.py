@@ -10,8 +10,17 @@ default hyperparameters) and each parameter count (three dense layers):
     in-place scale); the minimum bytes are grads + state read, updates + state written, plus
     params read for optimizers whose update uses them; XLA's own bytes-accessed estimate of the
     compiled update is reported beside it;
-and the full train step (forward + backward + update) of a ~10M-parameter MLP classifier at
-batch 128, as a ratio to Adam's train step.
+and the full train step (forward + backward + update, params and state donated) of ~10M-parameter
+models, as ratios to Adam's step on the same model and batch:
+  * the MLP classifier (10.5M params) at a sweep of batch sizes (`train_batches`, default 128,
+    512, 2048). Batch 128 is the worst case for a per-parameter optimizer: forward + backward
+    do only ~6 * 128 FLOPs per parameter, so the update's FLOPs weigh most;
+  * the zoo's causal Transformer LM (`text_transformer`, 10.7M params in nanoGPT's
+    shakespeare-char shape: 6 layers, d_model 384, 6 heads, 97-character vocabulary) at 16
+    sequences x 128 tokens. A language model reuses each weight at every token, so forward +
+    backward do ~6 * 2048 FLOPs per parameter (nanoGPT trains this shape at 64 x 256);
+each with XLA's FLOPs of forward + backward and of the update on that model, so the reader sees
+why a ratio is what it is, and whether AdafacMLPLOpt meets the issue's target (<= 1.3x Adam).
 
 Timings are interleaved round-robin over the optimizers (one call of each per round), so load
 from other processes affects all of them alike and the ratios stay meaningful on a busy machine.
@@ -19,12 +28,15 @@ from other processes affects all of them alike and the ratios stay meaningful on
     python -m experiments.bench_update --workdir workdirs/bench_update
     python -m experiments.bench_update --workdir workdirs/bench_update_quick \
         --config.sizes=1000000 --config.repeats=5 --config.train_step=False
+    python -m experiments.bench_update --workdir workdirs/bench_update_lm \
+        --config.sizes=1000000 --config.train_batches=128 --config.transformer.batch_size=32
 
 Writes results.json and report.md (the table) into the workdir.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -38,6 +50,8 @@ import optax
 import learned_opt as lo
 from experiments import cli
 
+TRAIN_STEP_TARGET = 1.3  # issue 3: AdafacMLPLOpt's full train step <= 1.3x Adam's
+
 
 def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -45,9 +59,14 @@ def default_config() -> ml_collections.ConfigDict:
     config.optimizers = ("adam", "sgd", *lo.list_lopts())
     config.repeats = 15                      # timed rounds (medians reported)
     config.num_steps = 1000                  # horizon given to optimizers that need one
-    config.train_step = True                 # also time the ~10M-parameter train step
-    config.train_batch = 128
+    config.train_step = True                 # also time full train steps of ~10M-param models
+    config.train_batches = (128, 512, 2048)  # batch sweep of the MLP classifier
     config.train_widths = (1024, 2048, 2048, 2048, 10)
+    config.train_transformer = True          # the zoo's Transformer LM at config.transformer
+    # nanoGPT's shakespeare-char model shape (10.7M params, character vocabulary), at 16 x 128
+    # tokens per step (nanoGPT trains it on 64 x 256; 2048 tokens keeps a step ~1 s on 2 cores).
+    config.transformer = ml_collections.ConfigDict(dict(
+        seq_len=128, d_model=384, num_heads=6, num_layers=6, batch_size=16))
     config.seed = 0
     return config
 
@@ -181,51 +200,123 @@ def bench_updates(config, size: int, machine: dict) -> list[dict]:
 # ----------------------------------------------------------------------------- train step
 
 
-def bench_train_step(config) -> list[dict]:
-    """Forward + backward + update of an MLP classifier (~10.5M params at the default widths)."""
-    key = jax.random.key(config.seed)
+def mlp_model(config, batch: int, key: jax.Array) -> dict:
+    """The MLP classifier (~10.5M params at the default widths) on one random batch."""
     widths = tuple(config.train_widths)
     pairs = zip(widths[:-1], widths[1:], strict=True)
     params = [{"w": jax.random.normal(jax.random.fold_in(key, i), (a, b)) / np.sqrt(a),
                "b": jnp.zeros((b,))} for i, (a, b) in enumerate(pairs)]
-    num_params = sum(p.size for p in jax.tree.leaves(params))
-    x = jax.random.normal(jax.random.fold_in(key, 100), (config.train_batch, widths[0]))
-    y = jax.random.randint(jax.random.fold_in(key, 101), (config.train_batch,), 0, widths[-1])
+    data = {"x": jax.random.normal(jax.random.fold_in(key, 100), (batch, widths[0])),
+            "y": jax.random.randint(jax.random.fold_in(key, 101), (batch,), 0, widths[-1])}
 
-    def loss_fn(params):
-        h = x
+    def loss_fn(params, data):
+        h = data["x"]
         for layer in params[:-1]:
             h = jax.nn.relu(h @ layer["w"] + layer["b"])
         logits = h @ params[-1]["w"] + params[-1]["b"]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(logits, data["y"]).mean()
 
+    return {"model": "mlp", "batch": f"{batch}", "examples": batch,
+            "params": params, "data": data, "loss_fn": loss_fn}
+
+
+def transformer_model(config, key: jax.Array) -> dict:
+    """The zoo's causal Transformer LM (`text_transformer`) sized by `config.transformer`, on
+    one batch of its character corpus, through the task's public init / sample_batch / loss."""
+    from models import registry  # experiments -> models is an allowed arrow
+
+    overrides = config.transformer.to_dict()
+    task = registry.get_task("text_transformer", **overrides)
+    params = task.init(key)
+    data = task.sample_batch(jax.random.fold_in(key, 1), "train")
+    batch, seq_len = overrides["batch_size"], overrides["seq_len"]
+    return {"model": "transformer", "batch": f"{batch}x{seq_len}", "examples": batch * seq_len,
+            "params": params, "data": data, "loss_fn": task.loss}
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0))
+
+
+def bench_train_step(config, model: dict) -> list[dict]:
+    """Forward + backward + update of `model` for every optimizer, round-robin timed.
+
+    FLOPs (XLA cost analysis): forward + backward compiled alone; the update's as the step's
+    minus those. When both run compute bound, the step's ratio to Adam approaches
+    (fwd_bwd + update) / (fwd_bwd + adam_update).
+    """
+    params, data, loss_fn = model["params"], model["data"], model["loss_fn"]
+    num_params = sum(p.size for p in jax.tree.leaves(params))
+    grad_fn = jax.value_and_grad(loss_fn)
+    fwd_bwd_flops = _flops(jax.jit(grad_fn).lower(params, data).compile())
     runs = {}
     for name in config.optimizers:
         tx = make_optimizer(name, config.num_steps)
+        state = tx.init(params)
 
-        def step(params, state, tx=tx):
-            loss, grads = jax.value_and_grad(loss_fn)(params)
+        def step(params, state, data, tx=tx):
+            loss, grads = grad_fn(params, data)
             updates, state = tx.update(grads, state, params, value=loss)
             return optax.apply_updates(params, updates), state
 
         step = jax.jit(step, donate_argnums=(0, 1))
-        carry = step(jax.tree.map(jnp.copy, params), tx.init(params))
+        carry = (jax.tree.map(jnp.copy, params), state)
+        compiled = step.lower(*carry, data).compile()
+        carry = compiled(*carry, data)
         jax.block_until_ready(carry)
-        runs[name] = {"step": step, "carry": carry, "times": []}
-    for _ in range(config.repeats):
+        # The step's FLOPs minus forward + backward: the update and apply_updates (1 FLOP/param).
+        runs[name] = {"step": compiled, "carry": carry, "times": [],
+                      "update_flops": _flops(compiled) - fwd_bwd_flops}
+    for _ in range(config.repeats):  # round-robin, as the update timings
         for run in runs.values():
             start = time.perf_counter()
-            run["carry"] = run["step"](*run["carry"])
+            run["carry"] = run["step"](*run["carry"], data)
             jax.block_until_ready(run["carry"])
             run["times"].append(time.perf_counter() - start)
-    adam = float(np.median(runs["adam"]["times"]))
-    return [{"optimizer": name, "num_params": int(num_params), "batch": config.train_batch,
-             "step_ms": 1e3 * float(np.median(run["times"])),
-             "ratio_to_adam": float(np.median(run["times"])) / adam}
-            for name, run in runs.items()]
+    adam = runs["adam"] if "adam" in runs else None
+    adam_ms = float(np.median(adam["times"])) if adam else float("nan")
+    adam_flops = fwd_bwd_flops + adam["update_flops"] if adam else float("nan")
+    rows = []
+    for name, run in runs.items():
+        median = float(np.median(run["times"]))
+        rows.append({
+            "model": model["model"], "batch": model["batch"], "optimizer": name,
+            "num_params": int(num_params), "step_ms": 1e3 * median,
+            "ratio_to_adam": median / adam_ms,
+            "fwd_bwd_gflop": fwd_bwd_flops / 1e9,
+            "fwd_bwd_flops_per_param": fwd_bwd_flops / num_params,
+            "update_gflop": run["update_flops"] / 1e9,
+            # the ratio if the step ran at one FLOP rate throughout
+            "flop_ratio_to_adam": (fwd_bwd_flops + run["update_flops"]) / adam_flops,
+        })
+        print(json.dumps(rows[-1]))
+    del runs
+    return rows
+
+
+def train_models(config) -> list[dict]:
+    key = jax.random.key(config.seed)
+    models = [functools.partial(mlp_model, config, int(b), key) for b in config.train_batches]
+    if config.train_transformer:
+        models.append(functools.partial(transformer_model, config, key))
+    return models
 
 
 # ----------------------------------------------------------------------------- report
+
+
+def target_summary(train_rows: list[dict], optimizer: str = "adafac_mlp",
+                   target: float = TRAIN_STEP_TARGET) -> str:
+    """Which model / batch meets the issue's train-step target (`optimizer` <= target x Adam)."""
+    rows = [r for r in train_rows if r["optimizer"] == optimizer]
+    met = [f"{r['model']} {r['batch']} ({r['ratio_to_adam']:.2f}x)" for r in rows
+           if r["ratio_to_adam"] <= target]
+    missed = [f"{r['model']} {r['batch']} ({r['ratio_to_adam']:.2f}x)" for r in rows
+              if r["ratio_to_adam"] > target]
+    return (f"Target `{optimizer}` train step <= {target}x Adam: met on "
+            f"{', '.join(met) or 'none'}; missed on {', '.join(missed) or 'none'}.")
 
 
 def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]) -> str:
@@ -255,11 +346,23 @@ def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]
             f"{r['xla_bytes_per_param']:.0f} | {r['roofline_flops_ms']:.2f} | "
             f"{r['roofline_bytes_ms']:.2f} | {r['ratio_to_roofline']:.2f} ({r['bound']}) |")
     if train_rows:
-        lines += ["", f"Full train step (MLP classifier, {train_rows[0]['num_params']:,} params, "
-                  f"batch {train_rows[0]['batch']}; params and state donated):", "",
-                  "| optimizer | step ms | x Adam |", "|---|---|---|"]
-        lines += [f"| {r['optimizer']} | {r['step_ms']:.1f} | {r['ratio_to_adam']:.2f} |"
+        lines += [
+            "", "Full train step (forward + backward + update, params and state donated) of "
+            "~10M-parameter models; `x Adam` is against Adam's step on the same model and batch "
+            "in the same round-robin. `fwd+bwd GFLOP` is XLA's cost analysis of forward + "
+            "backward alone (FLOP per parameter per step in brackets); `update GFLOP` the "
+            "step's minus those (the update and apply_updates); `FLOP x Adam` = (fwd+bwd + update "
+            "FLOPs) / (fwd+bwd + Adam's update FLOPs), the ratio if the whole step ran at one "
+            "FLOP rate. A batch `BxL` is B sequences of L tokens.", "",
+            "| model | batch | params | fwd+bwd GFLOP (/param) | optimizer | update GFLOP | "
+            "step ms | x Adam | FLOP x Adam |",
+            "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['batch']} | {r['num_params']:,} | "
+                  f"{r['fwd_bwd_gflop']:.1f} ({r['fwd_bwd_flops_per_param']:.0f}) | "
+                  f"{r['optimizer']} | {r['update_gflop']:.2f} | {r['step_ms']:.1f} | "
+                  f"{r['ratio_to_adam']:.2f} | {r['flop_ratio_to_adam']:.2f} |"
                   for r in train_rows]
+        lines += ["", target_summary(train_rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -279,10 +382,14 @@ def main(config, workdir):
         update_rows += rows
         for r in rows:
             print(json.dumps(r))
-    train_rows = bench_train_step(config) if config.train_step else []
+    train_rows = []
+    if config.train_step:
+        for make_model in train_models(config):
+            train_rows += bench_train_step(config, make_model())
     report = format_report(machine, update_rows, train_rows)
     print(report)
     results = {"machine": machine, "update": update_rows, "train_step": train_rows,
+               "train_step_target": target_summary(train_rows) if train_rows else None,
                "config": config.to_dict()}
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     (workdir / "report.md").write_text(report)
@@ -290,6 +397,9 @@ def main(config, workdir):
         for i, r in enumerate(update_rows):
             tracker.log_metrics(i, {f"{r['optimizer']}_{r['num_params']}_ratio_to_adam":
                                     r["ratio_to_adam"]})
+        for i, r in enumerate(train_rows):
+            tracker.log_metrics(i, {f"step_{r['optimizer']}_{r['model']}_{r['batch']}"
+                                    "_ratio_to_adam": r["ratio_to_adam"]})
         tracker.log_artifact(workdir / "results.json")
         tracker.log_artifact(workdir / "report.md")
         tracker.finish()
