@@ -119,7 +119,8 @@ class AdafacMLPLOpt(LearnedOptimizer):
         xs = [jnp.clip(g * r_k[k], -_FEATURE_CLIP, _FEATURE_CLIP) for k in range(num_v)]
         xs += [jnp.clip(momenta[..., k] * momentum_bc[k] * r_k[-1], -_FEATURE_CLIP,
                         _FEATURE_CLIP) for k in range(num_m)]
-        xs += [jnp.clip(p / p_rms, -_FEATURE_CLIP, _FEATURE_CLIP)]
+        # A multiply by the per-tensor reciprocal, not a divide per entry.
+        xs += [jnp.clip(p * (1.0 / p_rms), -_FEATURE_CLIP, _FEATURE_CLIP)]
         z = jnp.concatenate([ctx.global_features, F.shape_features(p.shape),
                              jnp.log(p_rms + 1e-8)[None] / 10.0])
         direction, log_magnitude = nets.mlp_apply(theta, xs, z)

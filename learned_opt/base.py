@@ -282,7 +282,14 @@ class LearnedOptimizer(abc.ABC):
         entry_fields = [i for i in entry_fields if leaf._fields[i] not in self.premasked_fields]
         for i in entry_fields:
             kept[i] = F.keep_finite(finite, new_leaf[i], leaf[i], materialize=False)
-        written = jax.lax.optimization_barrier(tuple(kept[i] for i in entry_fields))
+        # The raw gradient goes through the barrier too, and `leaf_delta` masks its own copy:
+        # one masked gradient shared by the state's and the update's loops is written out by
+        # XLA and read back by each (measured: MLPLOpt 16 B/param more traffic); masked again
+        # behind the barrier, each loop recomputes it from `g_raw` instead.
+        written, g_raw = jax.lax.optimization_barrier(
+            (tuple(kept[i] for i in entry_fields), g_raw))
+        finite = jnp.isfinite(g_raw)
+        g = jnp.where(finite, F.as_f32(g_raw), 0.0)
         for_delta = list(new_leaf)  # per-tensor fields: the new values, as before the mask
         for i, value in zip(entry_fields, written, strict=True):
             for_delta[i] = kept[i] = value

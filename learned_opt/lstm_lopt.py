@@ -36,6 +36,13 @@ _NUM_INPUTS = 3  # log-magnitude, sign, normalized parameter
 _FEATURE_CLIP = 10.0
 
 
+def _sigmoid(x: jax.Array) -> jax.Array:
+    """`sigmoid(x)` as `0.5 * tanh(x / 2) + 0.5`: the same function, and on XLA's CPU backend
+    ~25% cheaper per entry than `jax.nn.sigmoid` (lowered through exp and a divide), which
+    matters with 24 sigmoids per parameter entry and step."""
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
 class LSTMLeaf(NamedTuple):
     h: jax.Array   # param shape + (H,)
     c: jax.Array   # param shape + (H,)
@@ -117,12 +124,12 @@ class LSTMLOpt(LearnedOptimizer):
                 pre = pre + leaf.h[..., j, None] * theta["w_h"][j, units]
             return pre
 
-        c = jax.nn.sigmoid(gate(1)) * leaf.c + jax.nn.sigmoid(gate(0)) * jnp.tanh(gate(2))
+        c = _sigmoid(gate(1)) * leaf.c + _sigmoid(gate(0)) * jnp.tanh(gate(2))
         # Write c (masked: non-finite gradient entries keep their state) before h reads it, so
         # the input/forget/cell gates are computed once, in c's loop.
         if ctx.grad is not None:
             c = F.keep_finite(ctx.grad.finite, c, leaf.c)
-        h = jax.nn.sigmoid(gate(3)) * jnp.tanh(c)
+        h = _sigmoid(gate(3)) * jnp.tanh(c)
         return LSTMLeaf(h, c), None
 
     def leaf_delta(self, theta: Theta, g: jax.Array, p: jax.Array, new_leaf: LSTMLeaf,
