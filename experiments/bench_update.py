@@ -86,6 +86,36 @@ def _median_time(fn, *args, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
+def _transcendental_rate(size: int = 1 << 21, depth: int = 32) -> float:
+    """tanh evaluations per second in a compute-bound loop (`depth` independent tanh per entry,
+    summed, so throughput and not latency is measured).
+
+    XLA's cost analysis counts each transcendental (exp, log, tanh, ...) once, apart from the
+    FLOPs, but on CPU each is a polynomial and a divide: tens of FLOPs that the matmul rate
+    does not account for.
+    """
+    def many(x):
+        return sum(jnp.tanh(x * (1.0 + 0.01 * i)) for i in range(depth))
+
+    seconds = _median_time(jax.jit(many), jnp.linspace(-3.0, 3.0, size, dtype=jnp.float32))
+    return size * depth / seconds
+
+
+def _per_entry_mlp_rate(size: int = 1 << 22) -> float:
+    """FLOP rate of the per-parameter network alone (`nets.mlp_apply`, AdafacMLPLOpt's
+    default 7 inputs x 16 hidden x 2 outputs) on `size` entries: the attainable rate of the
+    unrolled elementwise loop every MLP architecture runs, to set beside the matmul rate."""
+    from learned_opt import nets
+
+    theta = nets.mlp_init(jax.random.key(0), 7, 4, 16, 2)
+    xs = [jnp.full((size,), 0.1 * (i + 1), jnp.float32) for i in range(7)]
+    fn = jax.jit(lambda theta, xs: nets.mlp_apply(theta, xs, jnp.ones((4,), jnp.float32)))
+    compiled = fn.lower(theta, xs).compile()
+    cost = compiled.cost_analysis()
+    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    return flops / _median_time(compiled, theta, xs)
+
+
 def measure_machine() -> dict:
     """Measured f32 FLOP rate (2048^3 matmul) and memory bandwidth (256 MiB scaled in place).
 
@@ -106,6 +136,8 @@ def measure_machine() -> dict:
         times.append(time.perf_counter() - start)
     bandwidth = 2 * b.nbytes / float(np.median(times))  # read + write
     return {"flop_rate": flop_rate, "bandwidth": bandwidth,
+            "transcendental_rate": _transcendental_rate(),
+            "per_entry_mlp_flop_rate": _per_entry_mlp_rate(),
             "device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count()}
 
 
@@ -165,6 +197,7 @@ def bench_updates(config, size: int, machine: dict) -> list[dict]:
         jax.block_until_ready((state, updates))
         runs[name] = {"update": update, "state": state, "times": [],
                       "flops": float(cost.get("flops", 0.0)),
+                      "transcendentals": float(cost.get("transcendentals", 0.0)),
                       "state_bytes": state_bytes,
                       "xla_bytes": float(cost.get("bytes accessed", 0.0)),
                       # grads read, state read and written, updates written, params read if used
@@ -183,6 +216,7 @@ def bench_updates(config, size: int, machine: dict) -> list[dict]:
         flop_time = run["flops"] / machine["flop_rate"]
         byte_time = run["min_bytes"] / machine["bandwidth"]
         roofline = max(flop_time, byte_time)
+        transc_time = run["transcendentals"] / machine["transcendental_rate"]
         rows.append({
             "optimizer": name, "num_params": int(num_params), "update_ms": 1e3 * median,
             "ratio_to_adam": median / adam,
@@ -193,6 +227,11 @@ def bench_updates(config, size: int, machine: dict) -> list[dict]:
             "roofline_flops_ms": 1e3 * flop_time, "roofline_bytes_ms": 1e3 * byte_time,
             "ratio_to_roofline": median / roofline,
             "bound": "compute" if flop_time > byte_time else "memory",
+            "transcendentals_per_param": run["transcendentals"] / num_params,
+            "roofline_transcendentals_ms": 1e3 * transc_time,
+            # compute time counting the transcendentals at their own measured rate
+            "ratio_to_roofline_with_transcendentals":
+                median / max(flop_time + transc_time, byte_time),
         })
     return rows
 
@@ -325,18 +364,25 @@ def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]
         "",
         f"Device: {machine['device']} x{machine['num_devices']}; measured FLOP rate "
         f"{machine['flop_rate'] / 1e9:.1f} GFLOP/s (2048^3 f32 matmul), memory bandwidth "
-        f"{machine['bandwidth'] / 1e9:.1f} GB/s (256 MiB scaled in place, read + write).",
+        f"{machine['bandwidth'] / 1e9:.1f} GB/s (256 MiB scaled in place, read + write), "
+        f"tanh rate {machine['transcendental_rate'] / 1e9:.2f} G/s (independent tanh); the "
+        f"per-parameter MLP alone (7 x 16 x 2, unrolled elementwise loop) runs at "
+        f"{machine['per_entry_mlp_flop_rate'] / 1e9:.1f} GFLOP/s.",
         "",
         "Roofline = max(FLOP time, byte time). FLOP time: the compiled update's FLOPs (XLA cost "
         "analysis: every elementwise op counts 1, a multiply-add 2) at the matmul rate. Byte "
         "time: the bytes the update must move (grads read; state read and written; updates "
         "written; params read when the update uses them) at the measured bandwidth. `bound` "
         "names the larger; `XLA B/param` is what the compiled program actually touches "
-        "(XLA's bytes-accessed estimate), to compare with `min B/param`.",
+        "(XLA's bytes-accessed estimate), to compare with `min B/param`. XLA counts "
+        "transcendentals (exp, log, tanh) apart from FLOPs; `transc. ms` is their count at "
+        "the measured tanh rate, and the last column the ratio to max(FLOP time + transc. "
+        "time, byte time).",
         "",
         "| optimizer | params | update ms | x Adam | state B/param | FLOP/param | "
-        "min B/param | XLA B/param | roofline FLOP ms | roofline bytes ms | x roofline (bound) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "min B/param | XLA B/param | roofline FLOP ms | roofline bytes ms | x roofline (bound) "
+        "| transc./param | transc. ms | x roofline with transc. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in update_rows:
         lines.append(
@@ -344,7 +390,9 @@ def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]
             f"{r['ratio_to_adam']:.2f} | {r['state_bytes_per_param']:.1f} | "
             f"{r['flops_per_param']:.0f} | {r['min_bytes_per_param']:.0f} | "
             f"{r['xla_bytes_per_param']:.0f} | {r['roofline_flops_ms']:.2f} | "
-            f"{r['roofline_bytes_ms']:.2f} | {r['ratio_to_roofline']:.2f} ({r['bound']}) |")
+            f"{r['roofline_bytes_ms']:.2f} | {r['ratio_to_roofline']:.2f} ({r['bound']}) | "
+            f"{r['transcendentals_per_param']:.1f} | {r['roofline_transcendentals_ms']:.2f} | "
+            f"{r['ratio_to_roofline_with_transcendentals']:.2f} |")
     if train_rows:
         lines += [
             "", "Full train step (forward + backward + update, params and state donated) of "
