@@ -11,8 +11,21 @@ dot took ~300 ms, while the whole unrolled network took ~40 ms), and it must wri
 the (N, H) hidden activations. Written as H * F scalar-times-array multiply-adds, the whole
 network, its feature computation and the state update become one XLA loop fusion: each entry's
 inputs are read once, nothing of size N x H ever exists, and under sharding it stays local.
-The forward graph has O(F * H) nodes per tensor, so keep H <= 32; the backward pass (for
-meta-gradients) goes through an equivalent broadcast formulation with O(F) nodes.
+The forward graph has O(F * H) nodes per tensor, so keep H <= 32.
+
+The backward pass (meta-gradients, e.g. TBPTT) is written by hand in closed form, with the
+entries on the trailing axis: stack the inputs to X (F, N) and the output cotangents to C
+(O, N), recompute pre = w_in^T X + bias (H, N), then dpre = (w_out C) * (pre > 0) and
+
+    dw_in = X dpre^T,  dbias = sum_n dpre,  dw_out = relu(pre) C^T,  db_out = sum_n C,
+    dX = w_in dpre.
+
+That is 5 contractions and a few loop fusions per tensor. The VJP that JAX derives (of the
+unrolled graph: O(F * H) full-size reductions, minutes to compile; or of a broadcast form
+with H on the trailing axis) reduces over that short trailing axis instead, which XLA's CPU
+backend runs ~10x slower (measured: TBPTT through MLPLOpt on the regression-MLP setup of
+experiments/bench_meta.py spent most of its outer step in those reductions). The contractions
+use HIGHEST precision so meta-gradients stay float32-exact on accelerators too.
 """
 
 from __future__ import annotations
@@ -58,7 +71,8 @@ def _mlp_unrolled(w_in, bias, w_out, b_out, xs):
 
 
 def _mlp_broadcast(w_in, bias, w_out, b_out, xs):
-    """The same function with the hidden units on a trailing axis: a graph of O(F) nodes."""
+    """The same function with the hidden units on a trailing axis (the plain reference whose
+    VJP the hand-written one must equal; see tests/learned_opt/test_nets.py)."""
     h = bias
     for f, x in enumerate(xs):
         h = h + x[..., None] * w_in[f]
@@ -66,11 +80,33 @@ def _mlp_broadcast(w_in, bias, w_out, b_out, xs):
     return tuple(jnp.sum(h * w_out[:, o], axis=-1) + b_out[o] for o in range(w_out.shape[1]))
 
 
-# Forward unrolled (fast, no N x H array), backward through the broadcast form: the unrolled
-# graph's own gradient has O(F * H) full-size reductions and takes minutes to compile.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _mlp_fwd(w_in, bias, w_out, b_out, xs):
+    # Residuals are the inputs only: the backward pass recomputes the hidden layer, which
+    # is cheaper than storing an (N, H) array per step of a rematerialized unroll.
+    return _mlp_unrolled(w_in, bias, w_out, b_out, xs), (w_in, bias, w_out, xs)
+
+
+def _mlp_bwd(residuals, cotangents):
+    """Closed-form VJP of a one-hidden-layer ReLU MLP (see the module docstring)."""
+    w_in, bias, w_out, xs = residuals
+    shape = jnp.shape(xs[0])
+    x_FN = jnp.stack([jnp.reshape(x, (-1,)) for x in xs])
+    ct_ON = jnp.stack([jnp.reshape(c, (-1,)) for c in cotangents])
+    pre_HN = jnp.dot(w_in.T, x_FN, precision=_HIGHEST) + bias[:, None]
+    dpre_HN = jnp.where(pre_HN > 0, jnp.dot(w_out, ct_ON, precision=_HIGHEST), 0.0)
+    d_w_in = jnp.dot(x_FN, dpre_HN.T, precision=_HIGHEST)
+    d_w_out = jnp.dot(jnp.maximum(pre_HN, 0.0), ct_ON.T, precision=_HIGHEST)
+    dx_FN = jnp.dot(w_in, dpre_HN, precision=_HIGHEST)
+    d_xs = tuple(jnp.reshape(dx_FN[f], shape) for f in range(len(xs)))
+    return d_w_in, jnp.sum(dpre_HN, axis=1), d_w_out, jnp.sum(ct_ON, axis=1), d_xs
+
+
+# Forward unrolled (fast, no N x H array), backward in closed form (see the module docstring).
 _mlp = jax.custom_vjp(_mlp_unrolled)
-_mlp.defvjp(lambda *args: (_mlp_unrolled(*args), args),
-            lambda args, cotangents: jax.vjp(_mlp_broadcast, *args)[1](cotangents))
+_mlp.defvjp(_mlp_fwd, _mlp_bwd)
 
 
 def mlp_apply(theta: dict, xs: Sequence[jax.Array], z: jax.Array) -> list[jax.Array]:
