@@ -21,6 +21,9 @@ models, as ratios to Adam's step on the same model and batch:
     backward do ~6 * 2048 FLOPs per parameter (nanoGPT trains this shape at 64 x 256);
 each with XLA's FLOPs of forward + backward and of the update on that model, so the reader sees
 why a ratio is what it is, and whether AdafacMLPLOpt meets the issue's target (<= 1.3x Adam).
+On the 2-core dev CPU it does from MLP batch 512 and on the Transformer LM (FLOP ratio ~1.03)
+but not on the MLP at batch 128 (~1.9x): there the update's ~3.9 GFLOP (368 FLOP/param) meet
+only ~7.5 GFLOP of forward + backward, so even an update at the matmul rate would give ~1.5x.
 
 Timings are interleaved round-robin over the optimizers (one call of each per round), so load
 from other processes affects all of them alike and the ratios stay meaningful on a busy machine.
