@@ -10,7 +10,8 @@ each per round), so load from other processes hits them alike; medians are repor
 
 The breakdown times, on the same population shapes, the parts an outer step is made of:
   * lopt: K learned-optimizer updates of every particle on synthetic gradients (PES/ES:
-    forward; TBPTT: forward + the gradient w.r.t. theta, each step rematerialized);
+    forward; TBPTT: forward + the gradient w.r.t. theta, each step rematerialized
+    unless `remat=False`);
   * task: K value-and-grad steps of every particle's task with plain SGD (TBPTT: plus the
     gradient through them w.r.t. the learning rate: the task's second-order share), minus
     the make_task time it includes;
@@ -64,6 +65,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.min_horizon, c.max_horizon = 100, 1000
     c.num_devices = 1         # population mesh over this many devices
     c.breakdown = True        # also time the parts of an outer step
+    c.remat = True            # TBPTT: checkpoint every inner step (TruncatedUnroller.remat)
     return c
 
 
@@ -148,7 +150,7 @@ def lopt_part(config, lopt, family, group, estimator) -> Timed:
             u, s = jax.vmap(lambda g, s, p: tx.update(g, s, p, value=_loss_like(g)))(
                 g, s, p)
             return (optax.apply_updates(p, u), s), None
-        if estimator.name == "tbptt":
+        if estimator.name == "tbptt" and config.remat:
             body = jax.checkpoint(body, prevent_cse=False)
         (p, _), _ = jax.lax.scan(body, (params, state), jnp.arange(config.unroll_length,
                                                                    dtype=jnp.float32))
@@ -178,7 +180,7 @@ def task_part(config, family, group, estimator) -> Timed:
                 batch = task.sample_batch(jax.random.fold_in(jax.random.key(1), k), "train")
                 loss, g = jax.value_and_grad(task.loss)(p, batch)
                 return jax.tree.map(lambda x, y: x - lr * y, p, g), loss
-            if estimator.name == "tbptt":
+            if estimator.name == "tbptt" and config.remat:
                 body = jax.checkpoint(body, prevent_cse=False)
             unroll = lambda p: jnp.sum(jax.lax.scan(body, p, jnp.arange(config.unroll_length))[1])
             return jnp.sum(jax.vmap(unroll)(particles))
@@ -214,7 +216,8 @@ def measure_setup(config, setup: str) -> list[dict]:
             estimator = meta.get_estimator(estimator_name)
             unroller = meta.TruncatedUnroller(
                 family, group, lopt, unroll_length=config.unroll_length,
-                schedule=meta.LogUniformSchedule(config.min_horizon, config.max_horizon))
+                schedule=meta.LogUniformSchedule(config.min_horizon, config.max_horizon),
+                remat=config.remat)
             trainer = meta.MetaTrainer(unroller, estimator, num_tasks=config.num_tasks,
                                        mesh=mesh)
             parts = [outer_step(config, trainer, lopt.init(jax.random.key(0)))]
@@ -246,7 +249,8 @@ def measure_setup(config, setup: str) -> list[dict]:
                "unroll_length": config.unroll_length, "median_outer_step_ms": 1e3 * median,
                "inner_task_steps_per_s": config.num_tasks * config.unroll_length / median,
                "compile_s": compile_s[(lopt_name, estimator_name, "step")],
-               "timed_steps": config.steps, "num_skipped": int(state.num_skipped)}
+               "timed_steps": config.steps, "num_skipped": int(state.num_skipped),
+               "remat": bool(config.remat)}
         reference = REFERENCE.get((setup, lopt_name, estimator_name))
         if reference:
             row["reference_inner_task_steps_per_s"] = reference
@@ -268,7 +272,8 @@ def format_report(config, rows: list[dict], env: dict) -> str:
         "# Meta-training throughput",
         "",
         f"{config.num_tasks} tasks x unroll {config.unroll_length}, horizons log-uniform "
-        f"[{config.min_horizon}, {config.max_horizon}], {config.num_devices} device(s): "
+        f"[{config.min_horizon}, {config.max_horizon}], {config.num_devices} device(s), "
+        f"TBPTT remat {'on' if config.remat else 'off'}: "
         f"{env['device']}; load average at start {env['load_start']}, at end {env['load_end']}. "
         f"Median of {config.steps} interleaved outer steps, compile excluded.",
         "",

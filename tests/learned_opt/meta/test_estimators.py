@@ -6,6 +6,7 @@ perturbed thetas) within their statistical error; PES summed over the truncation
 trajectories against the smoothed full-unroll gradient, with truncated ES measurably biased.
 """
 
+import dataclasses
 import functools
 import os
 import sys
@@ -112,6 +113,21 @@ def test_tbptt_matches_finite_differences():
         assert abs(fd) > 1e-4, "finite difference too small to compare"
         np.testing.assert_allclose(analytic, fd, rtol=2e-2, atol=2e-5)
 
+
+
+def test_tbptt_remat_changes_memory_not_the_gradient():
+    """`TruncatedUnroller.remat` (checkpoint every inner step) is a memory/time trade only."""
+    unroller = make_unroller(unroll_length=4, horizon=8)
+    population = fresh_population(unroller, 4, 1)
+    tbptt = meta.TBPTT()
+    grads = []
+    for remat in (True, False):
+        u = dataclasses.replace(unroller, remat=remat)
+        g, _, new_population, _ = jax.jit(functools.partial(estimators.meta_grad, tbptt, u))(
+            THETA, tbptt.init(THETA, 4), population)
+        grads.append((flat(g), flat(new_population.inner.params)))
+    np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(grads[0][1], grads[1][1])
 
 def test_es_and_pes_match_smoothed_gradient():
     # On a trajectory's first segment PES has no accumulated perturbation, so both estimate
