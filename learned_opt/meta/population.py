@@ -83,7 +83,13 @@ class TruncatedUnroller:
       unroll_length: inner steps per outer step (K).
       schedule: truncation schedule (horizons are rounded up to multiples of K).
       objective: the meta-objective.
-      remat: checkpoint each inner step, so TBPTT memory does not grow with K.
+      remat: checkpoint each inner step (policy "full"), so TBPTT keeps only each step's
+        carried state, not its intermediates. Default on: on the regression-MLP setup of
+        experiments/bench_meta.py (MLPLOpt, 8 tasks) it cut the compiled outer step's
+        temporary memory from 43 to 9.5 MiB at K=20 (161 to 24 MiB at K=80: what remains
+        grows only with the carried state), and turning it off saved no measurable
+        time (the recompute is small next to the backward pass). Set False only for short
+        unrolls of small tasks where memory does not matter.
     """
 
     family: Any
