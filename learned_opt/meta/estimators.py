@@ -9,8 +9,8 @@ meta-gradient; the population average of the contributions is the estimate:
                                                      population)
 
 * TBPTT: the exact gradient of the truncated objective, back-propagated through the K inner
-  steps (each rematerialized). Biased across truncations: it ignores how theta shaped the state
-  a segment starts from.
+  steps (each rematerialized unless `TruncatedUnroller.remat` is off). Biased across
+  truncations: it ignores how theta shaped the state a segment starts from.
 * ES (antithetic, Salimans et al. 2017): the gradient of the Gaussian-smoothed objective of the
   segment, `eps * (L(theta+eps) - L(theta-eps)) / (2 sigma^2)`. No backprop, robust to chaotic
   losses, but truncated: as biased across truncations as TBPTT.
