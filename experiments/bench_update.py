@@ -10,17 +10,13 @@ default hyperparameters) and each parameter count (three dense layers):
     in-place scale); the minimum bytes are grads + state read, updates + state written, plus
     params read for optimizers whose update uses them; XLA's own bytes-accessed estimate of the
     compiled update is reported beside it;
-and the full train step (forward + backward + update, params and state donated) of ~10M-parameter
-models, as ratios to Adam's step on the same model and batch:
-  * the MLP classifier (10.5M params) at a sweep of batch sizes (`train_batches`, default 128,
-    512, 2048). Batch 128 is the worst case for a per-parameter optimizer: forward + backward
-    do only ~6 * 128 FLOPs per parameter, so the update's FLOPs weigh most;
-  * the zoo's causal Transformer LM (`text_transformer`, 10.7M params in nanoGPT's
-    shakespeare-char shape: 6 layers, d_model 384, 6 heads, 97-character vocabulary) at 16
-    sequences x 128 tokens. A language model reuses each weight at every token, so forward +
-    backward do ~6 * 2048 FLOPs per parameter (nanoGPT trains this shape at 64 x 256);
-each with XLA's FLOPs of forward + backward and of the update on that model, so the reader sees
-why a ratio is what it is, and whether AdafacMLPLOpt meets the issue's target (<= 1.3x Adam).
+and the full train step (forward + backward + update, params and state donated) of
+~10M-parameter models, as ratios to Adam's step on the same model and batch: the MLP
+classifier (10.5M params) at a sweep of batch sizes (`train_batches`, default 128, 512, 2048)
+and the zoo's causal Transformer LM (`text_transformer`, 10.7M params, nanoGPT's
+shakespeare-char shape) at 16 sequences x 128 tokens (`experiments.bench_train_step`), each
+with XLA's FLOPs of forward + backward and of the update on that model, and whether
+AdafacMLPLOpt meets the issue's target (<= 1.3x Adam).
 On the 2-core dev CPU it does from MLP batch 512 and on the Transformer LM (FLOP ratio ~1.03)
 but not on the MLP at batch 128 (~1.9x): there the update's ~3.9 GFLOP (368 FLOP/param) meet
 only ~7.5 GFLOP of forward + backward, so even an update at the matmul rate would give ~1.5x.
@@ -39,7 +35,6 @@ Writes results.json and report.md (the table) into the workdir.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from pathlib import Path
@@ -48,12 +43,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 import learned_opt as lo
 from experiments import cli
-
-TRAIN_STEP_TARGET = 1.3  # issue 3: AdafacMLPLOpt's full train step <= 1.3x Adam's
+from experiments.bench_train_step import (
+    bench_train_step,
+    format_train_table,
+    make_optimizer,
+    target_summary,
+    train_models,
+    xla_cost,
+)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -114,23 +114,27 @@ def _per_entry_mlp_rate(size: int = 1 << 22) -> float:
     xs = [jnp.full((size,), 0.1 * (i + 1), jnp.float32) for i in range(7)]
     fn = jax.jit(lambda theta, xs: nets.mlp_apply(theta, xs, jnp.ones((4,), jnp.float32)))
     compiled = fn.lower(theta, xs).compile()
-    cost = compiled.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    flops = float(xla_cost(compiled).get("flops", 0.0))
     return flops / _median_time(compiled, theta, xs)
 
 
-def measure_machine() -> dict:
+def measure_machine(matmul_size: int = 2048, bandwidth_floats: int = 64 * 1024 * 1024,
+                    tanh_size: int = 1 << 21, mlp_size: int = 1 << 22) -> dict:
     """Measured f32 FLOP rate (2048^3 matmul) and memory bandwidth (256 MiB scaled in place).
 
     The bandwidth kernel donates its input, so it streams through memory that is already
     mapped, as an update that donates its state does; writing a fresh 256 MiB result each call
     instead measures the kernel's page faults (~1.5 GB/s on the 2-core dev box vs ~10 GB/s).
+    The probe sizes are arguments only so that tests can run it small; the report assumes the
+    defaults.
+
+        machine = measure_machine()  # {"flop_rate": ..., "bandwidth": ..., ...}
     """
-    a = jnp.ones((2048, 2048), jnp.float32)
+    a = jnp.ones((matmul_size, matmul_size), jnp.float32)
     seconds = _median_time(jax.jit(lambda x: x @ x), a)
-    flop_rate = 2 * 2048**3 / seconds
+    flop_rate = 2 * matmul_size**3 / seconds
     scale = jax.jit(lambda x: x * 1.0001, donate_argnums=0)
-    b = scale(jnp.ones((64 * 1024 * 1024,), jnp.float32))
+    b = scale(jnp.ones((bandwidth_floats,), jnp.float32))
     times = []
     for _ in range(5):
         b = jax.block_until_ready(b)
@@ -139,21 +143,12 @@ def measure_machine() -> dict:
         times.append(time.perf_counter() - start)
     bandwidth = 2 * b.nbytes / float(np.median(times))  # read + write
     return {"flop_rate": flop_rate, "bandwidth": bandwidth,
-            "transcendental_rate": _transcendental_rate(),
-            "per_entry_mlp_flop_rate": _per_entry_mlp_rate(),
+            "transcendental_rate": _transcendental_rate(tanh_size),
+            "per_entry_mlp_flop_rate": _per_entry_mlp_rate(mlp_size),
             "device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count()}
 
 
 # ----------------------------------------------------------------------------- optimizers
-
-
-def make_optimizer(name: str, num_steps: int):
-    if name == "adam":
-        return optax.adam(1e-3)
-    if name == "sgd":
-        return optax.sgd(1e-3)
-    lopt = lo.get_lopt(name)
-    return lopt.optimizer(lopt.init(jax.random.key(0)), num_steps=num_steps)
 
 
 def layer_shapes(num_params: int) -> list[tuple[int, int]]:
@@ -175,6 +170,42 @@ def _uses_params(tx, grads, state, params, loss) -> bool:
     return any(used_inputs)
 
 
+def roofline(flops: float, min_bytes: float, machine: dict) -> tuple[float, float, str]:
+    """(FLOP time, byte time, bound) in seconds at `machine`'s measured rates; the roofline is
+    the larger time, and `bound` names it ("compute" or "memory").
+
+        roofline(2e9, 1e9, {"flop_rate": 1e9, "bandwidth": 1e9})  # (2.0, 1.0, "compute")
+    """
+    flop_time = flops / machine["flop_rate"]
+    byte_time = min_bytes / machine["bandwidth"]
+    return flop_time, byte_time, "compute" if flop_time > byte_time else "memory"
+
+
+def update_row(name: str, num_params: int, median: float, adam_median: float, run: dict,
+               machine: dict) -> dict:
+    """One results.json / report row of the update benchmark from a timed `run` (its XLA
+    "flops", "transcendentals", "xla_bytes", "state_bytes" and "min_bytes") and the medians
+    (seconds) of this optimizer and of Adam in the same round-robin."""
+    flop_time, byte_time, bound = roofline(run["flops"], run["min_bytes"], machine)
+    transc_time = run["transcendentals"] / machine["transcendental_rate"]
+    return {
+        "optimizer": name, "num_params": num_params, "update_ms": 1e3 * median,
+        "ratio_to_adam": median / adam_median,
+        "state_bytes_per_param": run["state_bytes"] / num_params,
+        "flops_per_param": run["flops"] / num_params,
+        "min_bytes_per_param": run["min_bytes"] / num_params,
+        "xla_bytes_per_param": run["xla_bytes"] / num_params,
+        "roofline_flops_ms": 1e3 * flop_time, "roofline_bytes_ms": 1e3 * byte_time,
+        "ratio_to_roofline": median / max(flop_time, byte_time),
+        "bound": bound,
+        "transcendentals_per_param": run["transcendentals"] / num_params,
+        "roofline_transcendentals_ms": 1e3 * transc_time,
+        # compute time counting the transcendentals at their own measured rate
+        "ratio_to_roofline_with_transcendentals":
+            median / max(flop_time + transc_time, byte_time),
+    }
+
+
 def bench_updates(config, size: int, machine: dict) -> list[dict]:
     key = jax.random.key(config.seed)
     shapes = layer_shapes(size)
@@ -191,9 +222,7 @@ def bench_updates(config, size: int, machine: dict) -> list[dict]:
         # they must come first or jax hands them to `updates` and XLA copies the new state.
         update = jax.jit(lambda g, s, p, tx=tx: tx.update(g, s, p, value=loss)[::-1],
                          donate_argnums=1)
-        compiled = update.lower(grads, state, params).compile()
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
+        cost = xla_cost(update.lower(grads, state, params).compile())
         state_bytes = tree_bytes(state)
         reads_params = _uses_params(tx, grads, state, params, loss)
         state, updates = update(grads, state, params)
@@ -213,152 +242,11 @@ def bench_updates(config, size: int, machine: dict) -> list[dict]:
             jax.block_until_ready((run["state"], updates))
             run["times"].append(time.perf_counter() - start)
     adam = float(np.median(runs["adam"]["times"])) if "adam" in runs else float("nan")
-    rows = []
-    for name, run in runs.items():
-        median = float(np.median(run["times"]))
-        flop_time = run["flops"] / machine["flop_rate"]
-        byte_time = run["min_bytes"] / machine["bandwidth"]
-        roofline = max(flop_time, byte_time)
-        transc_time = run["transcendentals"] / machine["transcendental_rate"]
-        rows.append({
-            "optimizer": name, "num_params": int(num_params), "update_ms": 1e3 * median,
-            "ratio_to_adam": median / adam,
-            "state_bytes_per_param": run["state_bytes"] / num_params,
-            "flops_per_param": run["flops"] / num_params,
-            "min_bytes_per_param": run["min_bytes"] / num_params,
-            "xla_bytes_per_param": run["xla_bytes"] / num_params,
-            "roofline_flops_ms": 1e3 * flop_time, "roofline_bytes_ms": 1e3 * byte_time,
-            "ratio_to_roofline": median / roofline,
-            "bound": "compute" if flop_time > byte_time else "memory",
-            "transcendentals_per_param": run["transcendentals"] / num_params,
-            "roofline_transcendentals_ms": 1e3 * transc_time,
-            # compute time counting the transcendentals at their own measured rate
-            "ratio_to_roofline_with_transcendentals":
-                median / max(flop_time + transc_time, byte_time),
-        })
-    return rows
-
-
-# ----------------------------------------------------------------------------- train step
-
-
-def mlp_model(config, batch: int, key: jax.Array) -> dict:
-    """The MLP classifier (~10.5M params at the default widths) on one random batch."""
-    widths = tuple(config.train_widths)
-    pairs = zip(widths[:-1], widths[1:], strict=True)
-    params = [{"w": jax.random.normal(jax.random.fold_in(key, i), (a, b)) / np.sqrt(a),
-               "b": jnp.zeros((b,))} for i, (a, b) in enumerate(pairs)]
-    data = {"x": jax.random.normal(jax.random.fold_in(key, 100), (batch, widths[0])),
-            "y": jax.random.randint(jax.random.fold_in(key, 101), (batch,), 0, widths[-1])}
-
-    def loss_fn(params, data):
-        h = data["x"]
-        for layer in params[:-1]:
-            h = jax.nn.relu(h @ layer["w"] + layer["b"])
-        logits = h @ params[-1]["w"] + params[-1]["b"]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, data["y"]).mean()
-
-    return {"model": "mlp", "batch": f"{batch}", "examples": batch,
-            "params": params, "data": data, "loss_fn": loss_fn}
-
-
-def transformer_model(config, key: jax.Array) -> dict:
-    """The zoo's causal Transformer LM (`text_transformer`) sized by `config.transformer`, on
-    one batch of its character corpus, through the task's public init / sample_batch / loss."""
-    from models import registry  # experiments -> models is an allowed arrow
-
-    overrides = config.transformer.to_dict()
-    task = registry.get_task("text_transformer", **overrides)
-    params = task.init(key)
-    data = task.sample_batch(jax.random.fold_in(key, 1), "train")
-    batch, seq_len = overrides["batch_size"], overrides["seq_len"]
-    return {"model": "transformer", "batch": f"{batch}x{seq_len}", "examples": batch * seq_len,
-            "params": params, "data": data, "loss_fn": task.loss}
-
-
-def _flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0))
-
-
-def bench_train_step(config, model: dict) -> list[dict]:
-    """Forward + backward + update of `model` for every optimizer, round-robin timed.
-
-    FLOPs (XLA cost analysis): forward + backward compiled alone; the update's as the step's
-    minus those. When both run compute bound, the step's ratio to Adam approaches
-    (fwd_bwd + update) / (fwd_bwd + adam_update).
-    """
-    params, data, loss_fn = model["params"], model["data"], model["loss_fn"]
-    num_params = sum(p.size for p in jax.tree.leaves(params))
-    grad_fn = jax.value_and_grad(loss_fn)
-    fwd_bwd_flops = _flops(jax.jit(grad_fn).lower(params, data).compile())
-    runs = {}
-    for name in config.optimizers:
-        tx = make_optimizer(name, config.num_steps)
-        state = tx.init(params)
-
-        def step(params, state, data, tx=tx):
-            loss, grads = grad_fn(params, data)
-            updates, state = tx.update(grads, state, params, value=loss)
-            return optax.apply_updates(params, updates), state
-
-        step = jax.jit(step, donate_argnums=(0, 1))
-        carry = (jax.tree.map(jnp.copy, params), state)
-        compiled = step.lower(*carry, data).compile()
-        carry = compiled(*carry, data)
-        jax.block_until_ready(carry)
-        # The step's FLOPs minus forward + backward: the update and apply_updates (1 FLOP/param).
-        runs[name] = {"step": compiled, "carry": carry, "times": [],
-                      "update_flops": _flops(compiled) - fwd_bwd_flops}
-    for _ in range(config.repeats):  # round-robin, as the update timings
-        for run in runs.values():
-            start = time.perf_counter()
-            run["carry"] = run["step"](*run["carry"], data)
-            jax.block_until_ready(run["carry"])
-            run["times"].append(time.perf_counter() - start)
-    adam = runs["adam"] if "adam" in runs else None
-    adam_ms = float(np.median(adam["times"])) if adam else float("nan")
-    adam_flops = fwd_bwd_flops + adam["update_flops"] if adam else float("nan")
-    rows = []
-    for name, run in runs.items():
-        median = float(np.median(run["times"]))
-        rows.append({
-            "model": model["model"], "batch": model["batch"], "optimizer": name,
-            "num_params": int(num_params), "step_ms": 1e3 * median,
-            "ratio_to_adam": median / adam_ms,
-            "fwd_bwd_gflop": fwd_bwd_flops / 1e9,
-            "fwd_bwd_flops_per_param": fwd_bwd_flops / num_params,
-            "update_gflop": run["update_flops"] / 1e9,
-            # the ratio if the step ran at one FLOP rate throughout
-            "flop_ratio_to_adam": (fwd_bwd_flops + run["update_flops"]) / adam_flops,
-        })
-        print(json.dumps(rows[-1]))
-    del runs
-    return rows
-
-
-def train_models(config) -> list[dict]:
-    key = jax.random.key(config.seed)
-    models = [functools.partial(mlp_model, config, int(b), key) for b in config.train_batches]
-    if config.train_transformer:
-        models.append(functools.partial(transformer_model, config, key))
-    return models
+    return [update_row(name, int(num_params), float(np.median(run["times"])), adam, run, machine)
+            for name, run in runs.items()]
 
 
 # ----------------------------------------------------------------------------- report
-
-
-def target_summary(train_rows: list[dict], optimizer: str = "adafac_mlp",
-                   target: float = TRAIN_STEP_TARGET) -> str:
-    """Which model / batch meets the issue's train-step target (`optimizer` <= target x Adam)."""
-    rows = [r for r in train_rows if r["optimizer"] == optimizer]
-    met = [f"{r['model']} {r['batch']} ({r['ratio_to_adam']:.2f}x)" for r in rows
-           if r["ratio_to_adam"] <= target]
-    missed = [f"{r['model']} {r['batch']} ({r['ratio_to_adam']:.2f}x)" for r in rows
-              if r["ratio_to_adam"] > target]
-    return (f"Target `{optimizer}` train step <= {target}x Adam: met on "
-            f"{', '.join(met) or 'none'}; missed on {', '.join(missed) or 'none'}.")
 
 
 def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]) -> str:
@@ -397,27 +285,13 @@ def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]
             f"{r['transcendentals_per_param']:.1f} | {r['roofline_transcendentals_ms']:.2f} | "
             f"{r['ratio_to_roofline_with_transcendentals']:.2f} |")
     if train_rows:
-        lines += [
-            "", "Full train step (forward + backward + update, params and state donated) of "
-            "~10M-parameter models; `x Adam` is against Adam's step on the same model and batch "
-            "in the same round-robin. `fwd+bwd GFLOP` is XLA's cost analysis of forward + "
-            "backward alone (FLOP per parameter per step in brackets); `update GFLOP` the "
-            "step's minus those (the update and apply_updates); `FLOP x Adam` = (fwd+bwd + update "
-            "FLOPs) / (fwd+bwd + Adam's update FLOPs), the ratio if the whole step ran at one "
-            "FLOP rate. A batch `BxL` is B sequences of L tokens.", "",
-            "| model | batch | params | fwd+bwd GFLOP (/param) | optimizer | update GFLOP | "
-            "step ms | x Adam | FLOP x Adam |",
-            "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['batch']} | {r['num_params']:,} | "
-                  f"{r['fwd_bwd_gflop']:.1f} ({r['fwd_bwd_flops_per_param']:.0f}) | "
-                  f"{r['optimizer']} | {r['update_gflop']:.2f} | {r['step_ms']:.1f} | "
-                  f"{r['ratio_to_adam']:.2f} | {r['flop_ratio_to_adam']:.2f} |"
-                  for r in train_rows]
-        lines += ["", target_summary(train_rows)]
+        lines += format_train_table(train_rows)
     return "\n".join(lines) + "\n"
 
 
-def main(config, workdir):
+def main(config, workdir) -> dict:
+    """Run the benchmark; write results.json and report.md into `workdir`; return the
+    results (machine, update rows, train-step rows, target verdict, config)."""
     workdir = Path(workdir)
     try:
         from experiments import tracking
@@ -454,6 +328,7 @@ def main(config, workdir):
         tracker.log_artifact(workdir / "results.json")
         tracker.log_artifact(workdir / "report.md")
         tracker.finish()
+    return results
 
 
 if __name__ == "__main__":
