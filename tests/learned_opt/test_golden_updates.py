@@ -1,4 +1,4 @@
-"""Golden regression: every architecture and both shipped pretrained optimizers keep their math.
+"""Golden regression: every architecture and every shipped pretrained optimizer keep their math.
 
 Speed work on the update rules (fusing reductions, re-laying out gates) may change float rounding
 but never the function. For each optimizer, three updates on a fixed two-leaf tree (a 2-D and a
@@ -26,7 +26,7 @@ import learned_opt as lo
 NUM_STEPS = 100
 NUM_UPDATES = 3
 ARCHITECTURES = ("learned_adam", "mlp", "adafac_mlp", "lstm", "hyper")
-PRETRAINED = ("mlp_digits_mlp", "adafac_mlp_mnist1d_mlp")
+PRETRAINED = ("mlp_digits_mlp", "adafac_mlp_mnist1d_mlp", "adafac_mlp_mixed_valid")
 # "NAME+perturbed": the default theta plus fixed noise (so the networks, near zero at init,
 # contribute), param_scale_exponent 0.5 and weight_decay 0.01 (so the shared parameter-scale and
 # weight-decay policies, inactive at the default theta, count).
@@ -303,6 +303,24 @@ GOLDEN: dict = {
             (2.2971599, 2.2971599, 0.56586288),
             (0, 0, 0),
             (3.2160237, 3.2160237, 1.4700237),
+        ],
+    },
+    "adafac_mlp_mixed_valid": {  # recorded when it was shipped, with the same `record`
+        "updates": [
+            [(-0.039104593, 0.062805905, -0.029289267),
+             (-0.11703422, 0.2691075, 0.011325256)],
+            [(-0.013916067, 0.035200844, -0.014314539),
+             (-0.07981582, 0.2074204, 0.0085602425)],
+            [(-0.0026479141, 0.025333501, -0.0084972427),
+             (-0.057571371, 0.19812586, 0.0064755161)],
+        ],
+        "state": [
+            (-0.25297008, 0.77177503, -0.38573269),
+            (-2.7613026, 27.413507, -1.0607383),
+            (0.10230686, 0.10230686, 0.066302767),
+            (3.0063639, 3.0063639, 0.75036617),
+            (0, 0, 0),
+            (4.2089095, 4.2089095, 1.8096031),
         ],
     },
 }
