@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Optimizers: tuned baselines and learned ones (never tuned): 'pretrained:NAME',
     # 'checkpoint:PATH' or 'default:ARCH' (untrained default theta, labelled so).
     config.baselines = "sgd,nesterov,adam,adamw"
-    config.learned = "pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp"
+    config.learned = (
+        "pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp,pretrained:adafac_mlp_mixed_valid")
     config.lopt_init_seed = 0
     # Budget and evaluation.
     config.num_steps = 400

@@ -20,7 +20,8 @@ def get_config():
     config.num_heldout = 4
     config.ood = True
     config.ood_names = ""  # the whole suite
-    config.learned = "pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp"
+    config.learned = (
+        "pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp,pretrained:adafac_mlp_mixed_valid")
     config.num_steps = 1000
     config.eval_every = 100
     return config
