@@ -176,6 +176,9 @@ def target_summary(train_rows: list[dict], optimizer: str = "adafac_mlp",
         # 'Target `adafac_mlp` train step <= 1.3x Adam: met on mlp 512 (1.20x); missed on none.'
     """
     rows = [r for r in train_rows if r["optimizer"] == optimizer]
+    if not rows:
+        return (f"Target `{optimizer}` train step <= {target}x Adam: not measured "
+                f"(`{optimizer}` is not in config.optimizers).")
     met = [f"{r['model']} {r['batch']} ({r['ratio_to_adam']:.2f}x)" for r in rows
            if r["ratio_to_adam"] <= target]
     missed = [f"{r['model']} {r['batch']} ({r['ratio_to_adam']:.2f}x)" for r in rows

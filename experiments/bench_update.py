@@ -289,9 +289,25 @@ def format_report(machine: dict, update_rows: list[dict], train_rows: list[dict]
     return "\n".join(lines) + "\n"
 
 
+def validate(config) -> None:
+    """Fail before any measurement: every ratio is to Adam, so Adam must be measured; the
+    names must be known. `--config.optimizers=adam,mlp` (which the flag parser hands over as
+    one comma-separated name) is split."""
+    config.optimizers = tuple(name.strip() for item in config.optimizers
+                              for name in str(item).split(",") if name.strip())
+    valid = ("adam", "sgd", *lo.list_lopts())
+    unknown = [name for name in config.optimizers if name not in valid]
+    if unknown:
+        raise ValueError(f"unknown optimizers {unknown} in config.optimizers; valid: {valid}")
+    if "adam" not in config.optimizers:
+        raise ValueError(f"config.optimizers={tuple(config.optimizers)} lacks 'adam': every "
+                         f"figure of this benchmark is a ratio to Adam measured in the same run")
+
+
 def main(config, workdir) -> dict:
     """Run the benchmark; write results.json and report.md into `workdir`; return the
     results (machine, update rows, train-step rows, target verdict, config)."""
+    validate(config)
     workdir = Path(workdir)
     try:
         from experiments import tracking

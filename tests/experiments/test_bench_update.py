@@ -133,7 +133,7 @@ def test_target_summary_splits_met_and_missed_at_the_target():
         "Target `adafac_mlp` train step <= 1.3x Adam: met on mlp 512 (1.30x), mlp 2048 (1.10x);"
         " missed on mlp 128 (1.90x).")
     assert bench_train_step.target_summary(rows, optimizer="hyper").endswith(
-        "met on none; missed on none.")
+        "not measured (`hyper` is not in config.optimizers).")
 
 
 def test_uses_params_tells_which_updates_read_the_params():
@@ -149,3 +149,18 @@ def test_layer_shapes_and_default_optimizers():
     assert sum(a * b for a, b in shapes) == 1_000_000
     config = bench_update.default_config()
     assert tuple(config.optimizers) == ("adam", "sgd", *lo.list_lopts())
+
+
+def test_bad_optimizer_lists_fail_before_measuring():
+    config = bench_update.default_config()
+    config.optimizers = ("adam, adafac_mlp",)  # what `--config.optimizers=adam,adafac_mlp` gives
+    bench_update.validate(config)
+    assert tuple(config.optimizers) == ("adam", "adafac_mlp")
+    config.optimizers = ("sgd", "mlp")
+    with pytest.raises(ValueError, match="lacks 'adam'"):
+        bench_update.validate(config)
+    config.optimizers = ("adam", "velo")
+    with pytest.raises(ValueError, match=r"unknown optimizers \['velo'\].*'adafac_mlp'"):
+        bench_update.validate(config)
+    assert "not measured" in bench_train_step.target_summary(
+        [{"optimizer": "mlp", "model": "mlp", "batch": "128", "ratio_to_adam": 2.0}])
