@@ -15,7 +15,8 @@ Outputs in the workdir (all logged through `experiments.tracking`): `results.jso
 
 results.json (schema_version 1):
   settings: num_steps, eval_every, eval_batches, seeds (final runs), smoothing_window,
-            curve_stride, tuning (the TuningSpec), baselines, learned (specs).
+            curve_stride, tuning (the TuningSpec), tuning_reused_from (the optuna.db the
+            workdir's tuning started from, or null), baselines, learned (specs).
   wall_time_s: {"total", "compile" (one run function per task x optimizer), "tuning" (trials,
                compile excluded), "final_runs_and_rest"}; device: str
   tasks: list of {
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -256,11 +258,36 @@ def _within_10pct(entry, adam, metric: str) -> int:
     return int(ours is not None and theirs is not None and ours <= theirs + 0.1 * abs(theirs))
 
 
+def reuse_tuning(source: str, workdir) -> str | None:
+    """Start `workdir`'s Optuna storage from a copy of another benchmark's (`source`: that
+    workdir or its optuna.db), so tuned baselines are not tuned again; returns the resolved
+    source, or None when nothing is reused. Studies are named by task fingerprint, baseline and
+    TuningSpec digest, so only identical tuning setups are reused and the rest tune afresh.
+    The source is only read; a workdir that already has its own optuna.db (a resumed run) keeps
+    it.
+
+        python -m experiments.benchmark --config experiments/configs/benchmark_shipped.py \
+            --workdir workdirs/new_lopt --config.tuning.reuse_from=workdirs/benchmark_shipped_ood
+    """
+    if not source:
+        return None
+    path = Path(source)
+    path = path / "optuna.db" if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(f"config.tuning.reuse_from={source!r}: no Optuna database at {path}")
+    target = Path(workdir) / "optuna.db"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return str(path.resolve())
+
+
 def run_benchmark(config, workdir, tracker) -> dict:
     """The whole benchmark of `config` into `workdir`; returns the results.json content."""
     from tqdm import tqdm
 
     start = time.perf_counter()
+    reused_from = reuse_tuning(config.tuning.get("reuse_from", ""), workdir)
     baselines = benchmark_suite.parse_names(config.baselines)
     for name in baselines:
         tuning.get_baseline(name)  # fail on a typo before any compilation
@@ -289,7 +316,7 @@ def run_benchmark(config, workdir, tracker) -> dict:
             "full_split_eval": bool(config.full_split_eval), "seeds": list(config.seeds),
             "smoothing_window": int(config.smoothing_window),
             "curve_stride": int(config.curve_stride),
-            "tuning": dataclasses.asdict(tuning_spec(config)),
+            "tuning": dataclasses.asdict(tuning_spec(config)), "tuning_reused_from": reused_from,
             "baselines": baselines, "learned": benchmark_suite.parse_names(config.learned)},
         "wall_time_s": {"total": total_s, "compile": compile_s, "tuning": tuning_s,
                         "final_runs_and_rest": total_s - tuning_s - compile_s},

@@ -47,5 +47,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.tuning.seeds = (0, 1, 2)  # as many as config.seeds: shares the compiled run
     config.tuning.last_k = 2
     config.tuning.sampler_seed = 0
+    config.tuning.reuse_from = ""  # a benchmark workdir (or optuna.db) whose tuning to start from
     config.backends = ("local",)
     return config

@@ -11,7 +11,7 @@ import optax
 import pytest
 from bench_fakes import FakeTask
 
-from experiments import benchmark, benchmark_report, benchmark_suite, train_loop
+from experiments import benchmark, benchmark_report, benchmark_suite, train_loop, tuning
 from experiments import benchmark_metrics as bm
 
 STEPS, EVAL_EVERY = 40, 20
@@ -177,6 +177,24 @@ def test_tiny_benchmark_writes_a_valid_results_json(tmp_path, monkeypatch):
     broken = dict(loaded, tasks=[dict(record, optimizers={"adam": {"kind": "baseline"}})])
     with pytest.raises(ValueError, match="optimizer adam: missing key"):
         benchmark.check_results_schema(broken)
+
+    # Tuning reused from this workdir: no trial runs again, same hyperparameters, source intact.
+    source_bytes = (tmp_path / "optuna.db").read_bytes()
+    config = tiny_config()
+    config.tuning.reuse_from = str(tmp_path)
+
+    def no_trials(*args, **kwargs):
+        raise AssertionError("a tuning trial ran although its study was reused")
+
+    monkeypatch.setattr(tuning, "validation_objective", no_trials)
+    again = benchmark.run_benchmark(config, tmp_path / "again", RecordingTracker())
+    assert again["settings"]["tuning_reused_from"] == str((tmp_path / "optuna.db").resolve())
+    for name in ("sgd", "adam"):
+        assert again["tasks"][0]["optimizers"][name]["hparams"] == record["optimizers"][name][
+            "hparams"]
+    assert (tmp_path / "optuna.db").read_bytes() == source_bytes
+    with pytest.raises(ValueError, match="no Optuna database"):
+        benchmark.reuse_tuning(str(tmp_path / "missing"), tmp_path / "other")
 
 
 def test_unknown_names_list_the_valid_ones():
