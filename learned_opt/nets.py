@@ -70,16 +70,6 @@ def _mlp_unrolled(w_in, bias, w_out, b_out, xs):
     return tuple(outs)
 
 
-def _mlp_broadcast(w_in, bias, w_out, b_out, xs):
-    """The same function with the hidden units on a trailing axis (the plain reference whose
-    VJP the hand-written one must equal; see tests/learned_opt/test_nets.py)."""
-    h = bias
-    for f, x in enumerate(xs):
-        h = h + x[..., None] * w_in[f]
-    h = jnp.maximum(h, 0.0)
-    return tuple(jnp.sum(h * w_out[:, o], axis=-1) + b_out[o] for o in range(w_out.shape[1]))
-
-
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
