@@ -38,7 +38,7 @@ _MAX_DECAY = 0.9999
 
 
 class AdafacLeaf(NamedTuple):
-    momenta: jax.Array   # param shape + (K_m,)
+    momenta: jax.Array   # (K_m,) + param shape
     v_row: jax.Array     # factored second moments, see features.Factored
     v_col: jax.Array
 
@@ -85,7 +85,7 @@ class AdafacMLPLOpt(LearnedOptimizer):
 
     def init_leaf(self, p: jax.Array) -> AdafacLeaf:
         zeros = jnp.zeros_like(p, jnp.float32)
-        momenta = jnp.broadcast_to(zeros[..., None], p.shape + (len(self.momentum_decays),))
+        momenta = jnp.broadcast_to(zeros, (len(self.momentum_decays),) + p.shape)
         fac = F.init_factored(p, len(self.second_moment_decays))
         return AdafacLeaf(momenta, fac.row, fac.col)
 
@@ -112,12 +112,12 @@ class AdafacMLPLOpt(LearnedOptimizer):
         # Bias corrections are per-tensor scalars folded into per-decay multipliers.
         momentum_bc = F.bias_correction(momentum_decays, ctx.count)
         v_bc_rsqrt = jax.lax.rsqrt(F.bias_correction(v_decays, ctx.count))
-        r = F.factored_rsqrt(fac, g.shape)                       # shape + (K_v,)
+        r = F.factored_rsqrt(fac, g.shape)                       # (K_v,) + shape
         num_v, num_m = len(self.second_moment_decays), len(self.momentum_decays)
-        r_k = [r[..., k] * v_bc_rsqrt[k] for k in range(num_v)]
+        r_k = [r[k] * v_bc_rsqrt[k] for k in range(num_v)]
         p_rms = F.tensor_rms(p, 1e-8)
         xs = [jnp.clip(g * r_k[k], -_FEATURE_CLIP, _FEATURE_CLIP) for k in range(num_v)]
-        xs += [jnp.clip(momenta[..., k] * momentum_bc[k] * r_k[-1], -_FEATURE_CLIP,
+        xs += [jnp.clip(momenta[k] * momentum_bc[k] * r_k[-1], -_FEATURE_CLIP,
                         _FEATURE_CLIP) for k in range(num_m)]
         # A multiply by the per-tensor reciprocal, not a divide per entry.
         xs += [jnp.clip(p * (1.0 / p_rms), -_FEATURE_CLIP, _FEATURE_CLIP)]

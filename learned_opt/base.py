@@ -124,7 +124,7 @@ class LearnedOptimizer(abc.ABC):
                    aux: Any, ctx: StepContext) -> jax.Array:
         """The update to add to `p` (float32, unclipped), from the state `leaf_state` returned.
 
-        The per-entry fields of `new_leaf` (those shaped like `p`, or `p.shape + (K,)`) are read
+        The per-entry fields of `new_leaf` (those shaped like `p`, or `(K,) + p.shape`) are read
         back from memory after they were written (see `_safe_leaf_step`); at entries whose
         gradient is non-finite they hold the old state (the update there is zeroed anyway).
         """
@@ -272,7 +272,8 @@ class LearnedOptimizer(abc.ABC):
         new_leaf, aux = self.leaf_state(theta, g, p, leaf, ctx)
         entry_fields = [i for i, old in enumerate(leaf)
                         if leaf._fields[i] not in self.per_tensor_fields
-                        and old.shape[:g.ndim] == g.shape and old.ndim <= g.ndim + 1]
+                        and old.ndim in (g.ndim, g.ndim + 1)
+                        and old.shape[old.ndim - g.ndim:] == g.shape]
         kept = list(new_leaf)
         if len(entry_fields) < len(kept):
             all_finite = stats.all_finite

@@ -41,7 +41,7 @@ _NUM_GLOBAL_MLP = F.NUM_SHAPE_FEATURES + 1
 
 
 class HyperLeaf(NamedTuple):
-    momenta: jax.Array   # param shape + (K,)
+    momenta: jax.Array   # (K,) + param shape
     nu: jax.Array        # second moment, param shape
     lstm_h: jax.Array    # (tensor_hidden,) per-tensor LSTM state
     lstm_c: jax.Array
@@ -103,7 +103,7 @@ class HyperLOpt(LearnedOptimizer):
 
     def init_leaf(self, p: jax.Array) -> HyperLeaf:
         zeros = jnp.zeros_like(p, jnp.float32)
-        momenta = jnp.broadcast_to(zeros[..., None], p.shape + (len(self.momentum_decays),))
+        momenta = jnp.broadcast_to(zeros, (len(self.momentum_decays),) + p.shape)
         return HyperLeaf(momenta, jnp.zeros_like(p, jnp.float32),
                          jnp.zeros((self.tensor_hidden,), jnp.float32),
                          jnp.zeros((self.tensor_hidden,), jnp.float32))
@@ -149,7 +149,7 @@ class HyperLOpt(LearnedOptimizer):
         stats = jnp.stack([
             jnp.log(g_rms) / 10.0,
             jnp.log(p_rms) / 10.0,
-            jnp.log(F.tensor_rms(momenta[..., -1], 1e-12)) / 10.0,
+            jnp.log(F.tensor_rms(momenta[-1], 1e-12)) / 10.0,
             nonzero,
         ])
         tensor_in = jnp.concatenate([stats, F.shape_features(p.shape), ctx.global_features,
@@ -170,7 +170,7 @@ class HyperLOpt(LearnedOptimizer):
         # Level 2: one per-entry MLP whose weights are this tensor's mixture of the bank.
         mlp = jax.tree.map(lambda w: jnp.tensordot(mix, w, axes=1), theta["bank"])
         xs = [g * r]
-        xs += [new_leaf.momenta[..., k] * (momentum_bc[k] * r)
+        xs += [new_leaf.momenta[k] * (momentum_bc[k] * r)
                for k in range(len(self.momentum_decays))]
         xs += [jnp.clip(p / p_rms, -_FEATURE_CLIP, _FEATURE_CLIP)]
         z = jnp.concatenate([F.shape_features(p.shape), jnp.log(p_rms + 1e-8)[None] / 10.0])

@@ -44,8 +44,8 @@ def _sigmoid(x: jax.Array) -> jax.Array:
 
 
 class LSTMLeaf(NamedTuple):
-    h: jax.Array   # param shape + (H,)
-    c: jax.Array   # param shape + (H,)
+    h: jax.Array   # (H,) + param shape
+    c: jax.Array   # (H,) + param shape
 
 
 def preprocess_gradient(g: jax.Array, exponent: float = 10.0) -> tuple[jax.Array, jax.Array]:
@@ -90,8 +90,8 @@ class LSTMLOpt(LearnedOptimizer):
         }
 
     def init_leaf(self, p: jax.Array) -> LSTMLeaf:
-        zeros = jnp.zeros_like(p, jnp.float32)[..., None]
-        shape = p.shape + (self.hidden_size,)
+        zeros = jnp.zeros_like(p, jnp.float32)
+        shape = (self.hidden_size,) + p.shape
         return LSTMLeaf(jnp.broadcast_to(zeros, shape), jnp.broadcast_to(zeros, shape) + 0.0)
 
     def nominal_step_size(self, theta: Theta) -> jax.Array:
@@ -112,16 +112,16 @@ class LSTMLOpt(LearnedOptimizer):
         xs = self._inputs(g, p, inv_p_rms)
 
         def gate(q):
-            # Gate group q (input, forget, cell, output) with its H units on a trailing axis, as
-            # broadcast multiply-adds (a (N, I) @ (I, 4H) dot is slow on CPU, see nets.py). Each
-            # group is its own expression so XLA computes each where it is consumed, never a
-            # (N, 4H) array.
+            # Gate group q (input, forget, cell, output) with its H units stacked on a leading
+            # axis, as broadcast multiply-adds (a (N, I) @ (I, 4H) dot is slow on CPU, see
+            # nets.py). Each group is its own expression so XLA computes each where it is
+            # consumed, never a (4H, N) array.
             units = slice(q * hidden, (q + 1) * hidden)
-            pre = bias[units]
+            pre = F.stacked(bias[units], g.ndim)
             for i, x in enumerate(xs):
-                pre = pre + x[..., None] * theta["w_x"][i, units]
+                pre = pre + x * F.stacked(theta["w_x"][i, units], g.ndim)
             for j in range(hidden):
-                pre = pre + leaf.h[..., j, None] * theta["w_h"][j, units]
+                pre = pre + leaf.h[j] * F.stacked(theta["w_h"][j, units], g.ndim)
             return pre
 
         c = _sigmoid(gate(1)) * leaf.c + _sigmoid(gate(0)) * jnp.tanh(gate(2))
@@ -139,6 +139,6 @@ class LSTMLOpt(LearnedOptimizer):
         # rest of the update), not a reduction over the trailing axis.
         out = theta["b_out"]
         for j in range(self.hidden_size):
-            out = out + new_leaf.h[..., j] * theta["w_out"][j]
+            out = out + new_leaf.h[j] * theta["w_out"][j]
         out = out + sum(x * theta["w_skip"][i] for i, x in enumerate(xs))
         return -self.step_mult * out

@@ -34,7 +34,7 @@ _FEATURE_CLIP = 10.0
 
 
 class MLPLeaf(NamedTuple):
-    momenta: jax.Array   # param shape + (K,)
+    momenta: jax.Array   # (K,) + param shape
     nu: jax.Array        # second moment, param shape
 
 
@@ -72,7 +72,7 @@ class MLPLOpt(LearnedOptimizer):
 
     def init_leaf(self, p: jax.Array) -> MLPLeaf:
         zeros = jnp.zeros_like(p, jnp.float32)
-        momenta = jnp.broadcast_to(zeros[..., None], p.shape + (len(self.momentum_decays),))
+        momenta = jnp.broadcast_to(zeros, (len(self.momentum_decays),) + p.shape)
         return MLPLeaf(momenta, jnp.zeros_like(p, jnp.float32))
 
     def nominal_step_size(self, theta: Theta) -> jax.Array:
@@ -96,7 +96,7 @@ class MLPLOpt(LearnedOptimizer):
         g_rms = (F.tensor_rms(g, 1e-12) if ctx.grad is None
                  else F.grad_rms(ctx.grad, g.size, 1e-12))
         xs = [g * r]
-        xs += [new_leaf.momenta[..., k] * (momentum_bc[k] * r)
+        xs += [new_leaf.momenta[k] * (momentum_bc[k] * r)
                for k in range(len(self.momentum_decays))]
         xs += [jnp.clip(p / p_rms, -_FEATURE_CLIP, _FEATURE_CLIP),
                jnp.clip(g / g_rms, -_FEATURE_CLIP, _FEATURE_CLIP)]

@@ -93,8 +93,23 @@ def record(name: str) -> dict:
         updates, state = step(theta, grads, state, params, loss)
         updates_summary.append([_summary(u) for u in jax.tree.leaves(updates)])
         params = optax.apply_updates(params, updates)
-    state_summary = [_summary(x) for x in jax.tree.leaves(state.per_leaf)]
+    state_summary = [_summary(_recorded_layout(lopt, field, x))
+                     for field, tree in zip(state.per_leaf._fields, state.per_leaf, strict=True)
+                     for x in jax.tree.leaves(tree)]
     return {"updates": updates_summary, "state": state_summary}
+
+
+# State fields that stack K per-entry arrays (accumulators at K decays, LSTM hidden units). They
+# were recorded with the stack on a trailing axis; the state now keeps it leading (see
+# learned_opt/features.py), a change of memory layout only, so summaries move it back.
+STACKED_FIELDS = {"mlp": ("momenta",), "hyper": ("momenta",), "lstm": ("h", "c"),
+                  "adafac_mlp": ("momenta", "v_row", "v_col")}
+
+
+def _recorded_layout(lopt: lo.LearnedOptimizer, field: str, x: jax.Array) -> jax.Array:
+    if field in STACKED_FIELDS.get(lopt.name, ()) and x.ndim >= 2:
+        return jnp.moveaxis(x, 0, -1)
+    return x
 
 
 # Recorded from commit a7b4875 (before the update-speed work) with `record`.
