@@ -267,7 +267,7 @@ class LearnedOptimizer(abc.ABC):
         finite = jnp.isfinite(g_raw)
         g = jnp.where(finite, F.as_f32(g_raw), 0.0)
         p = F.as_f32(p_raw)
-        stats = F.grad_stats(F.as_f32(g_raw), finite)
+        stats = F.grad_stats(g_raw)
         ctx = ctx._replace(grad=stats)
         new_leaf, aux = self.leaf_state(theta, g, p, leaf, ctx)
         entry_fields = [i for i, old in enumerate(leaf)

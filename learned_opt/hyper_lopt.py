@@ -144,7 +144,7 @@ class HyperLOpt(LearnedOptimizer):
             g_rms, nonzero = F.tensor_rms(g, 1e-12), jnp.mean((g != 0).astype(jnp.float32))
         else:
             g_rms = F.grad_rms(ctx.grad, g.size, 1e-12)
-            nonzero = jnp.sum(ctx.grad.nonzero_rows) / g.size
+            nonzero = ctx.grad.nonzero / g.size
         # Level 1: the per-tensor LSTM.
         stats = jnp.stack([
             jnp.log(g_rms) / 10.0,
