@@ -70,6 +70,10 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
+    """Fail before measuring on an unknown name; `--config.lopts=mlp,hyper` (one string from
+    the flag parser) is split, as are setups and estimators."""
+    for key in ("setups", "lopts", "estimators"):
+        config[key] = cli.names(config[key])
     for setup in config.setups:
         if setup not in SETUPS:
             raise ValueError(f"unknown setup {setup!r}; valid: {sorted(SETUPS)}")

@@ -17,9 +17,11 @@ and the zoo's causal Transformer LM (`text_transformer`, 10.7M params, nanoGPT's
 shakespeare-char shape) at 16 sequences x 128 tokens (`experiments.bench_train_step`), each
 with XLA's FLOPs of forward + backward and of the update on that model, and whether
 AdafacMLPLOpt meets the issue's target (<= 1.3x Adam).
-On the 2-core dev CPU it does from MLP batch 512 and on the Transformer LM (FLOP ratio ~1.03)
-but not on the MLP at batch 128 (~1.9x): there the update's ~3.9 GFLOP (368 FLOP/param) meet
-only ~7.5 GFLOP of forward + backward, so even an update at the matmul rate would give ~1.5x.
+On the 2-core dev CPU (an AVX-512 Xeon: 319 GFLOP/s f32 matmul) it does at MLP batch 512
+(1.29x), 2048 (1.08x) and on the Transformer LM (1.01x), but not on the MLP at batch 128
+(1.76x): there Adam's whole step takes ~50 ms and the update alone ~45 ms (3.9 GFLOP, 372
+FLOP/param of elementwise code that XLA's CPU loops run at ~50% of the matmul rate, plus its
+passes over the state).
 
 Timings are interleaved round-robin over the optimizers (one call of each per round), so load
 from other processes affects all of them alike and the ratios stay meaningful on a busy machine.
@@ -293,8 +295,7 @@ def validate(config) -> None:
     """Fail before any measurement: every ratio is to Adam, so Adam must be measured; the
     names must be known. `--config.optimizers=adam,mlp` (which the flag parser hands over as
     one comma-separated name) is split."""
-    config.optimizers = tuple(name.strip() for item in config.optimizers
-                              for name in str(item).split(",") if name.strip())
+    config.optimizers = cli.names(config.optimizers)
     valid = ("adam", "sgd", *lo.list_lopts())
     unknown = [name for name in config.optimizers if name not in valid]
     if unknown:

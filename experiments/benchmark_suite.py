@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import jax
 
+from experiments import cli
+
 ORIGINS = ("named", "heldout", "ood")
 LEARNED_KINDS = ("pretrained", "checkpoint", "default")
 
@@ -59,9 +61,7 @@ class LearnedSpec(NamedTuple):
 
 def parse_names(text: str | None) -> list[str]:
     """'a, b,c' -> ['a', 'b', 'c']; '' / None -> []."""
-    if not text:
-        return []
-    return [name.strip() for name in str(text).split(",") if name.strip()]
+    return list(cli.names(text))
 
 
 def _unique_label(label: str, taken: set[str]) -> str:

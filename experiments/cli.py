@@ -16,7 +16,7 @@ therefore defines its flags only when it runs as a script, through `run`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from absl import app, flags
@@ -57,3 +57,17 @@ def run(
         main(flags.FLAGS.config, flags.FLAGS.workdir)
 
     app.run(_main)
+
+
+def names(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """A list-valued config entry as a tuple of names, however the command line gave it.
+
+    `--config.lopts=mlp,hyper` arrives as one string (or, when the default is a tuple, as a
+    one-element tuple holding 'mlp,hyper'); both and a proper tuple give ('mlp', 'hyper').
+
+        names("a, b,c") == names(("a,b", "c")) == ("a", "b", "c");  names(None) == ()
+    """
+    if not value:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(name.strip() for item in items for name in str(item).split(",") if name.strip())

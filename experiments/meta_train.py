@@ -54,7 +54,7 @@ LATER_KEYS = {"num_groups": 1, "init_from": ""}
 
 def family_names(config: ml_collections.ConfigDict) -> list[str]:
     """The task families of `config.family` (one name, or several separated by commas)."""
-    return [name.strip() for name in str(config.family).split(",") if name.strip()]
+    return list(cli.names(config.family))
 
 
 def pretrained_name(config: ml_collections.ConfigDict) -> str:

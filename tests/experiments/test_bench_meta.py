@@ -31,3 +31,20 @@ def test_bench_meta_rejects_unknown_names():
     config.setups = ("cifar",)
     with pytest.raises(ValueError, match="unknown setup 'cifar'; valid"):
         bench_meta.validate(config)
+
+
+def test_bench_meta_splits_comma_separated_names():
+    """`--config.lopts=mlp,adafac_mlp` reaches the config as one string inside a tuple."""
+    config = bench_meta.default_config()
+    config.lopts = ("mlp,adafac_mlp",)
+    config.estimators = ("pes, tbptt",)
+    bench_meta.validate(config)
+    assert config.lopts == ("mlp", "adafac_mlp") and config.estimators == ("pes", "tbptt")
+
+
+def test_cli_names_accepts_every_form_the_flag_parser_gives():
+    from experiments import cli
+
+    assert cli.names("a, b,c") == cli.names(("a,b", "c")) == cli.names(["a", "b", "c"])
+    assert cli.names("a, b,c") == ("a", "b", "c")
+    assert cli.names(None) == cli.names("") == cli.names(()) == ()
