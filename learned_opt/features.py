@@ -123,7 +123,10 @@ def _square_sums(g: jax.Array, mask: jax.Array | None) -> tuple:
         # it is written out for both to read (an extra write and two reads of the tensor).
         g_cols = jax.lax.optimization_barrier(g)
         sq_cols = jnp.sum(g_cols * g_cols, axis=-2)
-    return sq_rows, sq_cols, jnp.sum(sq_rows), jnp.sum((g != 0).astype(jnp.float32))
+    # The total as its own full reduction, not the sum of the row sums: an architecture that
+    # needs only the total (MLPLOpt's gradient RMS) then never computes per-row sums (under
+    # sharding: a scalar all-reduce, not one of the row sums).
+    return sq_rows, sq_cols, jnp.sum(g * g), jnp.sum((g != 0).astype(jnp.float32))
 
 
 def grad_stats(g_raw: jax.Array) -> GradStats:

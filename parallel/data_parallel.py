@@ -180,16 +180,34 @@ def opt_state_shardings(
 ) -> PyTree:
     """Shardings for `tx.init(params)`: every copy of the params tree inside the state (Adam's
     moments, momentum, ...) is sharded like the params; everything else (step counts, factored
-    statistics, ...) is replicated on `mesh`."""
+    statistics, ...) is replicated on `mesh`.
+
+    A state leaf in such a copy that stacks K arrays shaped like its parameter ((K,) + shape,
+    e.g. a learned optimizer's momenta at K decays) is sharded like the parameter along the
+    parameter's axes; a leaf of any other shape is replicated."""
     state_shapes = jax.eval_shape(tx.init, params)
     replicated = NamedSharding(mesh, PartitionSpec())
     return optax.tree_map_params(
         tx,
-        lambda _, sharding: sharding,
+        lambda leaf, sharding, param: _state_leaf_sharding(leaf, sharding, param, replicated),
         state_shapes,
         param_shardings,
+        params,
         transform_non_params=lambda _: replicated,
     )
+
+
+def _state_leaf_sharding(leaf, sharding, param, replicated: NamedSharding):
+    """`sharding` (the parameter's) for a state leaf shaped like the parameter; for one with
+    extra leading axes, the same spec on the parameter's (trailing) axes; else `replicated`."""
+    shape, param_shape = tuple(np.shape(leaf)), tuple(np.shape(param))
+    if shape == param_shape:
+        return sharding
+    extra = len(shape) - len(param_shape)
+    if (extra > 0 and shape[extra:] == param_shape and isinstance(sharding, NamedSharding)):
+        spec = tuple(sharding.spec) + (None,) * (len(param_shape) - len(sharding.spec))
+        return NamedSharding(sharding.mesh, PartitionSpec(*((None,) * extra + spec)))
+    return replicated
 
 
 def init_opt_state(

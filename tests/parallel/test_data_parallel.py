@@ -160,6 +160,28 @@ def test_fsdp_sharded_params_and_state_match_and_stay_sharded(mesh, problem):
     assert mu_w1.addressable_shards[0].data.shape == (4, 2)
 
 
+def test_fsdp_learned_optimizer_state_stacks_are_sharded_like_their_params(mesh, problem):
+    """A learned optimizer's per-entry state stacks K arrays shaped like the parameter
+    ((K,) + shape: momenta at K decays): each slice is sharded like the parameter, and the FSDP
+    step equals the single-device one."""
+    params, batches = problem
+    tx = _mlp_lopt()
+    ref_step, ref_params, ref_state = dp.make_train_step(loss_fn, tx), params, tx.init(params)
+    param_shardings = dp.fsdp_shardings(params, mesh)
+    sharded = jax.device_put(params, param_shardings)
+    opt_state = dp.init_opt_state(tx, sharded, mesh)
+    step = dp.make_jit_train_step(loss_fn, tx, mesh, param_shardings=param_shardings)
+    for batch in batches:
+        ref_params, ref_state, _ = ref_step(ref_params, ref_state, batch)
+        sharded, opt_state, _ = step(sharded, opt_state, dp.shard_batch(batch, mesh))
+    assert_trees_close(sharded, ref_params)
+    momenta, nu = opt_state.per_leaf.momenta["w1"], opt_state.per_leaf.nu["w1"]
+    assert momenta.shape == (3, 4, 16)
+    assert momenta.sharding.spec == jax.sharding.PartitionSpec(None, None, "data")
+    assert momenta.addressable_shards[0].data.shape == (3, 4, 2)
+    assert nu.sharding.spec == sharded["w1"].sharding.spec
+
+
 def test_batch_not_divisible_names_the_sizes(mesh, problem):
     params, batches = problem
     tx = optax.sgd(0.1)
