@@ -141,9 +141,9 @@ def test_one_sgd_step_gives_the_full_batch_gradient(form, mesh, problem):
     assert_trees_close(jax.tree.map(jnp.subtract, params, new_params), ref_grads)
 
 
-def test_fsdp_sharded_params_and_state_match_and_stay_sharded(mesh, problem):
+def _fsdp_steps_match_single_device(tx, mesh, problem):
+    """(params, optimizer state) after FSDP steps, checked equal to single-device steps."""
     params, batches = problem
-    tx = optax.adam(1e-2)
     ref_step, ref_params, ref_state = dp.make_train_step(loss_fn, tx), params, tx.init(params)
     param_shardings = dp.fsdp_shardings(params, mesh)
     sharded = jax.device_put(params, param_shardings)
@@ -153,6 +153,11 @@ def test_fsdp_sharded_params_and_state_match_and_stay_sharded(mesh, problem):
         ref_params, ref_state, _ = ref_step(ref_params, ref_state, batch)
         sharded, opt_state, _ = step(sharded, opt_state, dp.shard_batch(batch, mesh))
     assert_trees_close(sharded, ref_params)
+    return sharded, opt_state
+
+
+def test_fsdp_sharded_params_and_state_match_and_stay_sharded(mesh, problem):
+    sharded, opt_state = _fsdp_steps_match_single_device(optax.adam(1e-2), mesh, problem)
     assert sharded["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "data")
     # Adam's moments are sharded like the params they mirror: each device holds 1/8 of them.
     mu_w1 = opt_state[0].mu["w1"]
@@ -164,17 +169,7 @@ def test_fsdp_learned_optimizer_state_stacks_are_sharded_like_their_params(mesh,
     """A learned optimizer's per-entry state stacks K arrays shaped like the parameter
     ((K,) + shape: momenta at K decays): each slice is sharded like the parameter, and the FSDP
     step equals the single-device one."""
-    params, batches = problem
-    tx = _mlp_lopt()
-    ref_step, ref_params, ref_state = dp.make_train_step(loss_fn, tx), params, tx.init(params)
-    param_shardings = dp.fsdp_shardings(params, mesh)
-    sharded = jax.device_put(params, param_shardings)
-    opt_state = dp.init_opt_state(tx, sharded, mesh)
-    step = dp.make_jit_train_step(loss_fn, tx, mesh, param_shardings=param_shardings)
-    for batch in batches:
-        ref_params, ref_state, _ = ref_step(ref_params, ref_state, batch)
-        sharded, opt_state, _ = step(sharded, opt_state, dp.shard_batch(batch, mesh))
-    assert_trees_close(sharded, ref_params)
+    sharded, opt_state = _fsdp_steps_match_single_device(_mlp_lopt(), mesh, problem)
     momenta, nu = opt_state.per_leaf.momenta["w1"], opt_state.per_leaf.nu["w1"]
     assert momenta.shape == (3, 4, 16)
     assert momenta.sharding.spec == jax.sharding.PartitionSpec(None, None, "data")
