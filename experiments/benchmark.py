@@ -7,7 +7,7 @@ For every task of the suite (`experiments.benchmark_suite`): each baseline is tu
 validation split (`experiments.tuning`, Optuna study in `<workdir>/optuna.db`) with the tuning
 seeds, then every baseline (at its best hyperparameters) and every learned optimizer (never tuned)
 trains for `num_steps` on the *final* seeds, as one jitted scan vmapped over seeds
-(`experiments.train_loop`). Only these final runs read the test split, and only for reporting.
+(`learned_opt.training`). Only these final runs read the test split, and only for reporting.
 
 Outputs in the workdir (all logged through `experiments.tracking`): `results.json` (schema below),
 `report.md`, `curves_<task>.png`, `speedup.png`, the tracker's config/env/metrics files, and
@@ -58,7 +58,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import benchmark_metrics as bm
-from experiments import benchmark_report, benchmark_suite, cli, train_loop, tuning
+from experiments import benchmark_report, benchmark_suite, cli, tuning
+from learned_opt import training as train_loop
 
 SCHEMA_VERSION = 1
 FINAL_SPLITS = ("train", "valid", "test")

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import train_loop
+from learned_opt import training as train_loop
 from learned_opt.tasks import Task
 
 # Nesterov's momentum is fixed, not tuned: the issue tunes learning rate (and AdamW's decay) only.

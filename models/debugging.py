@@ -1,4 +1,4 @@
-"""Training sanity checks: "overfit one batch" and a short Adam run, sharing one compiled scan.
+"""Training sanity checks: "overfit one batch" and a short Adam run, on the library's training loop.
 
 Before trusting an optimizer comparison on a task, check that the task can be learned at all:
 a model that cannot drive the loss on one fixed batch to near zero has a bug (wrong labels,
@@ -7,11 +7,11 @@ broken init, detached parameters), whatever optimizer is used.
     result = overfit_one_batch(models.get_task("digits_mlp"), jax.random.key(0))
     assert result.final_loss < 0.05 * result.initial_loss
     result = train_with_adam(task, jax.random.key(0), steps=300, learning_rate=1e-3)
-    result.initial_loss, result.final_loss      # on one fixed valid batch
+    result.initial_loss, result.final_loss      # on the valid split, never trained on
 
-Both run Adam in one `lax.scan`; overfitting feeds the same batch key at every step. The
-compiled scan is cached per (task, steps), and the learning rate is an argument, so checking a
-task both ways compiles once.
+Both train Adam through `learned_opt.training.make_run_fn` (one jitted `lax.scan`); overfitting
+uses its `fixed_train_batch` mode. The compiled run is cached per (task, steps, mode) and the
+learning rate is an argument, so trying another learning rate does not recompile.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from learned_opt import training
+
 
 class FitResult(NamedTuple):
-    initial_loss: float  # loss of the initial parameters on the evaluation batch
-    final_loss: float  # loss of the trained parameters on the evaluation batch
+    initial_loss: float  # loss of the initial parameters on the evaluation data
+    final_loss: float  # loss of the trained parameters on the evaluation data
     train_losses: jax.Array  # (steps,) training loss before each update
     params: object
 
@@ -45,45 +47,31 @@ def overfit_one_batch(
     Returns:
       FitResult whose losses are measured on the batch trained on.
     """
-    init_key, batch_key = jax.random.split(key)
-    batch_keys = jnp.broadcast_to(batch_key, (steps,))
-    batch = task.sample_batch(batch_key, "train")
-    return _run(task, init_key, batch_keys, learning_rate, batch)
+    return _fit(task, key, steps, learning_rate, overfit=True)
 
 
 def train_with_adam(
     task, key: jax.Array, *, steps: int = 300, learning_rate: float = 1e-3
 ) -> FitResult:
-    """Adam on fresh train batches; losses measured on one fixed valid batch (not trained on)."""
-    init_key, batch_key, valid_key = jax.random.split(key, 3)
-    batch_keys = jax.random.split(batch_key, steps)
-    return _run(task, init_key, batch_keys, learning_rate, task.sample_batch(valid_key, "valid"))
+    """Adam on fresh train batches; losses measured on the valid split (not trained on): the
+    whole split where the task has `full_split`, else one sampled valid batch per evaluation."""
+    return _fit(task, key, steps, learning_rate, overfit=False)
 
 
-def _run(task, init_key, batch_keys, learning_rate, eval_batch) -> FitResult:
-    run = _compiled_scan(task, batch_keys.shape[0])
-    params, train_losses, before, after = run(init_key, batch_keys, learning_rate, eval_batch)
-    return FitResult(float(before), float(after), train_losses, params)
+def _fit(task, key, steps: int, learning_rate: float, *, overfit: bool) -> FitResult:
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    split = "train" if overfit else "valid"
+    run = _compiled_run(task, steps, overfit)
+    curves = run(jnp.float32(learning_rate), key[None])
+    losses = curves.evals[split]["loss"][0]
+    params = jax.tree.map(lambda leaf: leaf[0, -1], curves.snapshots)
+    return FitResult(float(losses[0]), float(losses[-1]), curves.train_loss[0], params)
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_scan(task, steps: int):
-    del steps  # part of the cache key only: the scan length comes from batch_keys
-
-    @jax.jit
-    def run(init_key, batch_keys, learning_rate, eval_batch):
-        optimizer = optax.adam(learning_rate)
-        params = task.init(init_key)
-
-        def step(carry, batch_key):
-            params, opt_state = carry
-            batch = task.sample_batch(batch_key, "train")
-            loss, grads = jax.value_and_grad(task.loss)(params, batch)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        initial = task.loss(params, eval_batch)
-        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), batch_keys)
-        return params, losses, initial, task.loss(params, eval_batch)
-
-    return run
+def _compiled_run(task, steps: int, overfit: bool):
+    split = "train" if overfit else "valid"
+    return training.make_run_fn(
+        task, optax.adam, num_steps=steps, eval_every=steps, eval_splits=(split,),
+        full_split_eval=not overfit, keep_snapshots=True, fixed_train_batch=overfit)

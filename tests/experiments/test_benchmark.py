@@ -11,8 +11,9 @@ import optax
 import pytest
 from bench_fakes import FakeTask
 
-from experiments import benchmark, benchmark_report, benchmark_suite, train_loop, tuning
+from experiments import benchmark, benchmark_report, benchmark_suite, tuning
 from experiments import benchmark_metrics as bm
+from learned_opt import training as train_loop
 
 STEPS, EVAL_EVERY = 40, 20
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from bench_fakes import FakeTask
 
-from experiments import train_loop, tuning
+from experiments import tuning
+from learned_opt import training as train_loop
 
 STEPS, EVAL_EVERY, SEEDS = 40, 20, (0, 1)
 

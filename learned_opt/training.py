@@ -1,5 +1,7 @@
-"""Loss curves of one optimizer on one task: a single jitted `lax.scan`, vmapped over seeds.
+"""The training loop: loss curves of one optimizer on one task, one jitted `lax.scan` over seeds.
 
+"Train this task with this optax transform for N steps, evaluating every K" is written once,
+here; tuning, the benchmark, `models.debugging` and the measurement scripts train through it.
 Tuning and the benchmark both train through this one loop, so a baseline is tuned under exactly
 the conditions it is later benchmarked in. The split that evaluation reads is an explicit,
 static argument: tuning passes `("valid",)` and can never touch "test"; only the benchmark's
@@ -86,12 +88,19 @@ def _as_extra_args(tx: optax.GradientTransformation) -> optax.GradientTransforma
 
 
 def _make_evaluate(task: Task, eval_splits: tuple[str, ...], eval_batches: int,
-                   full_split_eval: bool) -> Callable[[PyTree, jax.Array], dict]:
-    """`evaluate(params, key) -> {split: {metric: scalar}}`; SPLITS[i] uses fold_in(key, i)."""
+                   full_split_eval: bool) -> Callable[..., dict]:
+    """`evaluate(params, key[, train_batch]) -> {split: {metric: scalar}}`.
 
-    def evaluate(params, key):
+    SPLITS[i] uses fold_in(key, i); a given `train_batch` is what "train" is evaluated on.
+    """
+
+    def evaluate(params, key, train_batch=None):
         results = {}
         for split in eval_splits:
+            if split == "train" and train_batch is not None:
+                metrics = task_metrics(task, params, train_batch)
+                results[split] = {name: jnp.asarray(v) for name, v in metrics.items()}
+                continue
             # Keyed by the split's global index, so a split's batches do not depend on which
             # other splits are evaluated alongside it (tuning and final runs agree on "valid").
             split_key = jax.random.fold_in(key, SPLITS.index(split))
@@ -146,6 +155,7 @@ def make_run_fn(
     eval_batches: int = 1,
     full_split_eval: bool = False,
     keep_snapshots: bool = False,
+    fixed_train_batch: bool = False,
 ) -> Callable[[PyTree, jax.Array], Curves]:
     """A jitted `run(tx_args, keys_S) -> Curves` training `task` for `num_steps` per seed key.
 
@@ -159,6 +169,8 @@ def make_run_fn(
       full_split_eval: evaluate "valid" / "test" on the whole split (`task.full_split(split)`,
         when the task has it) instead of `eval_batches` sampled batches: exact, not noisy.
       keep_snapshots: also return the parameters at every evaluation step (`Curves.snapshots`).
+      fixed_train_batch: train on ONE batch per seed, drawn once, at every step, and evaluate
+        "train" on that same batch (the "overfit one batch" sanity check of `models.debugging`).
 
     Returns:
       `run(tx_args, keys)`: `tx_args` is shared by all seeds, `keys` has a leading seed axis.
@@ -173,9 +185,12 @@ def make_run_fn(
         params = task.init(init_key)
         opt_state = tx.init(params)
 
+        one_batch = task.sample_batch(train_key, "train") if fixed_train_batch else None
+
         def train_step(carry, step):
             params, opt_state = carry
-            batch = task.sample_batch(jax.random.fold_in(train_key, step), "train")
+            batch = (one_batch if fixed_train_batch
+                     else task.sample_batch(jax.random.fold_in(train_key, step), "train"))
             loss, grads = jax.value_and_grad(task.loss)(params, batch)
             updates, opt_state = tx.update(grads, opt_state, params, value=loss)
             return (optax.apply_updates(params, updates), opt_state), loss
@@ -183,10 +198,10 @@ def make_run_fn(
         def train_chunk(carry, chunk_index):
             steps = chunk_index * eval_every + jnp.arange(eval_every)
             carry, losses = jax.lax.scan(train_step, carry, steps)
-            evals = evaluate(carry[0], jax.random.fold_in(eval_key, chunk_index + 1))
+            evals = evaluate(carry[0], jax.random.fold_in(eval_key, chunk_index + 1), one_batch)
             return carry, (losses, evals, carry[0] if keep_snapshots else None)
 
-        first_evals = evaluate(params, jax.random.fold_in(eval_key, 0))
+        first_evals = evaluate(params, jax.random.fold_in(eval_key, 0), one_batch)
         _, (losses, evals, snapshots) = jax.lax.scan(
             train_chunk, (params, opt_state), jnp.arange(num_chunks)
         )
