@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.tracking_values import flatten_params, read_metrics
+from experiments.tracking.values import flatten_params, read_metrics
 
 NAME_KEYS = ("name", "run_name", "optimizer.name", "optimizer")
 SEED_KEYS = ("seed", "train.seed", "task.seed")

@@ -1,6 +1,6 @@
 """What a training loop logs besides its loss: norms, step sizes, speed, memory.
 
-Used with `experiments.metrics_buffer.MetricsBuffer`, which decides when values leave the
+Used with `experiments.tracking.metrics_buffer.MetricsBuffer`, which decides when values leave the
 device. `train_step` can add `norm_metrics(grads, updates, params)` to its metrics: a pure, jittable
 function giving global and per-tensor gradient / update / parameter norms and the
 learning-rate-equivalent step size of any optimizer (|update| / |grad|, and the effective

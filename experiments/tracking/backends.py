@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from experiments.tracking_values import check_step, flatten_metrics, flatten_params
+from experiments.tracking.values import check_step, flatten_metrics, flatten_params
 
 # MLflow's limits per log_batch request and per param value (mlflow.utils.validation).
 MLFLOW_MAX_METRICS_PER_BATCH = 1000
@@ -154,7 +154,7 @@ class MLflowTracker:
       connect_timeout_s: timeout of the reachability probe for http(s) servers.
       async_logging: queue metric batches to MLflow's background logging thread; `finish`
         waits for them. That thread still holds the GIL for ~0.5-1 ms per value on a SQLite
-        store; `experiments.mlflow_process.MLflowProcessTracker` (what `start_run` uses)
+        store; `experiments.tracking.mlflow_process.MLflowProcessTracker` (what `start_run` uses)
         moves all of it out of the training process.
       source_name: the command recorded as `mlflow.source.name` (default: sys.argv).
     """

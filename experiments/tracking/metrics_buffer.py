@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.run_metrics import SpeedMeter, log_every, resource_metrics
+from experiments.tracking.run_metrics import SpeedMeter, log_every, resource_metrics
 
 PyTree = Any
 

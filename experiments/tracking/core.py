@@ -13,7 +13,7 @@ Library code takes a tracker argument defaulting to `NullTracker()`.
 
 The local backend is always on and needs nothing installed. A workdir holds:
 - `config.json`  the run's config (ml_collections ConfigDict or dict);
-- `env.json`     code version, command line, packages, devices (see `experiments.envinfo`);
+- `env.json`     code version, command line, packages, devices (see `experiments.tracking.envinfo`);
 - `git_diff.patch` the uncommitted tracked changes, when the checkout is dirty;
 - `params.json`  everything passed to `log_params` (merged);
 - `metrics.jsonl` one JSON object per `log_metrics` call, always with `"step"`; append-only and
@@ -25,7 +25,7 @@ The local backend is always on and needs nothing installed. A workdir holds:
 
 Optional backends: "tensorboard" (tensorboardX event files in `workdir/tensorboard`) and
 "mlflow" (SQLite store `workdir/mlflow.db` unless `MLFLOW_TRACKING_URI` says otherwise); see
-`experiments.tracking_backends`. A failing optional backend warns and stops; the local record
+`experiments.tracking.backends`. A failing optional backend warns and stops; the local record
 is never lost.
 """
 
@@ -41,30 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-# Loop helpers live in their own files; re-exported so scripts need one import.
-from experiments.metrics_buffer import MetricsBuffer, fetch_to_host
-from experiments.run_metrics import (
-    SpeedMeter,
-    compile_time,
-    log_every,
-    norm_metrics,
-    resource_metrics,
-)
-from experiments.run_records import (
-    dataset_identity,
-    file_sha256,
-    log_predictions_table,
-    optimizer_identity,
-)
-from experiments.tracking_values import (
-    check_step,
-    flatten_metrics,
-    flatten_params,
-    read_metrics,
-    to_jsonable,
-    to_scalar,
-    write_json_atomic,
-)
+from experiments.tracking.values import check_step, flatten_metrics, to_jsonable, write_json_atomic
 
 BACKENDS: tuple[str, ...] = ("local", "tensorboard", "mlflow")
 RUN_STATUSES: tuple[str, ...] = ("finished", "failed")
@@ -282,7 +259,7 @@ def start_run(
       backends: any of "local", "tensorboard", "mlflow" ("local" is always on).
       run_name: name shown by TensorBoard / MLflow (default: the workdir's name).
       experiment_name: MLflow experiment.
-      collect_env: record `experiments.envinfo.collect()` (git, packages, devices). This
+      collect_env: record `experiments.tracking.envinfo.collect()` (git, packages, devices). This
         starts the JAX backend: set JAX config (device count, platforms) before start_run.
 
     Returns:
@@ -299,7 +276,7 @@ def start_run(
         raise ValueError(f"unknown tracking backend(s) {unknown}; valid choices are {BACKENDS}")
     env = diff = None
     if collect_env:
-        from experiments import envinfo
+        from experiments.tracking import envinfo
 
         env = envinfo.collect()
         if env["git"].get("dirty"):
@@ -312,13 +289,13 @@ def start_run(
     for backend in dict.fromkeys(backends):
         if backend == "local":
             continue
-        from experiments import tracking_backends
+        from experiments.tracking import backends as tracking_backends
 
         try:
             if backend == "tensorboard":
                 trackers.append(tracking_backends.TensorBoardTracker(local.workdir))
             elif backend == "mlflow":
-                from experiments.mlflow_process import MLflowProcessTracker
+                from experiments.tracking.mlflow_process import MLflowProcessTracker
 
                 trackers.append(MLflowProcessTracker(
                     local.workdir, run_name=run_name, experiment_name=experiment_name
@@ -338,10 +315,3 @@ def start_run(
     return tracker
 
 
-__all__ = [
-    "BACKENDS", "CompositeTracker", "LocalTracker", "MetricsBuffer", "NullTracker", "SpeedMeter",
-    "Tracker", "check_step", "compile_time", "dataset_identity", "fetch_to_host", "file_sha256",
-    "flatten_metrics", "flatten_params", "log_every", "log_predictions_table", "norm_metrics",
-    "optimizer_identity", "read_metrics", "resource_metrics", "start_run", "to_jsonable",
-    "to_scalar",
-]

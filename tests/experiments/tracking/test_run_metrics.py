@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import metrics_buffer, run_metrics, tracking
+from experiments import tracking
+from experiments.tracking import metrics_buffer, run_metrics
 
 
 def _params():

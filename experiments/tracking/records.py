@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.tracking_values import to_jsonable
+from experiments.tracking.values import to_jsonable
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiments.tracking_values import check_step, flatten_metrics, to_jsonable
+from experiments.tracking.values import check_step, flatten_metrics, to_jsonable
 
 
 def _worker(requests, replies, kwargs: dict[str, Any], parent_pid: int, poll_s: float) -> None:
     """Child process: one MLflowTracker, fed by `requests` until "finish" or parent death."""
-    from experiments.tracking_backends import MLflowTracker
+    from experiments.tracking.backends import MLflowTracker
 
     try:
         tracker = MLflowTracker(**kwargs, async_logging=False)
@@ -69,7 +69,7 @@ class MLflowProcessTracker:
         finish_timeout_s: float = 300.0,
         poll_s: float = 2.0,
     ):
-        from experiments.tracking_backends import check_server_reachable
+        from experiments.tracking.backends import check_server_reachable
 
         tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if tracking_uri and tracking_uri.startswith(("http://", "https://")):

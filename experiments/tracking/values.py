@@ -53,7 +53,7 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
             f"metrics must be a mapping of name -> scalar, got {type(metrics).__name__}"
         )
     if any(hasattr(v, "addressable_shards") for v in _leaves(metrics)):
-        from experiments.metrics_buffer import fetch_to_host
+        from experiments.tracking.metrics_buffer import fetch_to_host
 
         metrics = fetch_to_host(metrics)
     flat: dict[str, float | int] = {}

@@ -3,7 +3,7 @@
 Collected once at the start of a run (a few `git` subprocesses, no per-step cost) and written
 to `env.json` by the local tracker:
 
-    from experiments import envinfo
+    from experiments.tracking import envinfo
     env = envinfo.collect()          # JSON-able dict
     env["git"]["commit"], env["git"]["dirty"], env["packages"]["jax"], env["jax"]["devices"]
 
@@ -42,7 +42,7 @@ _SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "CREDENTIAL", "AUTH")
 # Cap on the diff saved next to a dirty run, so a huge working tree cannot flood a workdir.
 MAX_DIFF_BYTES = 5 * 1024 * 1024
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _git(args: list[str], cwd: Path) -> bytes | None:

@@ -17,9 +17,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import envinfo, tracking
+from experiments import tracking
+from experiments.tracking import envinfo
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _config():
@@ -298,7 +299,7 @@ def test_unreachable_mlflow_server_warns_fast_and_keeps_local_record(tmp_path, m
 
 @pytest.mark.slow  # the MLflow child process imports mlflow (~5 s)
 def test_mlflow_process_failure_surfaces_as_warning_and_local_record_survives(tmp_path):
-    from experiments.mlflow_process import MLflowProcessTracker
+    from experiments.tracking.mlflow_process import MLflowProcessTracker
 
     bad_store = "no-such-scheme://store"  # MLflow has no store for this scheme
     child = MLflowProcessTracker(tmp_path, tracking_uri=bad_store)
