@@ -1,4 +1,8 @@
-"""Command-line entry of the experiment scripts: `--config` and `--workdir`, defined at run time.
+"""The one command-line entry of every experiment command: `--config` and `--workdir`.
+
+Every command is `python -m experiments.NAME [--config experiments/configs/FILE.py]
+--workdir DIR [--config.key=value ...]`, with all its knobs in a `get_config()` file under
+`experiments/configs/` (a command may name its default file; overrides of unknown keys fail).
 
 absl flags live in one process-wide registry, so flags defined at import time make two
 experiment modules impossible to import together (a test session, a notebook). Every script
@@ -17,44 +21,60 @@ therefore defines its flags only when it runs as a script, through `run`:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from absl import app, flags
 from ml_collections import config_flags
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
 
 def run(
-    main: Callable[[Any, str], Any],
+    main: Callable[[Any, Any], Any],
     *,
     config_help: str,
-    default_config: Any = None,
+    default_config_file: str | None = None,
     default_workdir: str | None = None,
+    workdir: str = "one",
     lock_config: bool = False,
 ) -> None:
     """Define `--config` and `--workdir`, parse the command line, and call `main(config, workdir)`.
 
     Args:
-      main: the script's body; receives the ml_collections config and the workdir path.
+      main: the command's body; receives the ml_collections config and the workdir.
       config_help: help text of `--config`.
-      default_config: a ConfigDict used when the script embeds its defaults (then `--config`
-        takes only `--config.key=value` overrides); None: `--config FILE.py` is required.
+      default_config_file: a file in `experiments/configs/` (e.g. "bench_meta.py") used when
+        `--config` is not given, so `--config.key=value` overrides work on their own; None:
+        `--config FILE.py` is required.
       default_workdir: default of `--workdir`; None: `--workdir` is required.
+      workdir: "one" (a path), "many" (`--workdir` repeated; `main` gets a list) or "none"
+        (no `--workdir` flag; `main` gets None).
       lock_config: refuse overrides that add keys the config file does not define.
     """
-    if default_config is None:
-        config_flags.DEFINE_config_file("config", None, config_help, lock_config=lock_config)
+    if workdir not in ("one", "many", "none"):
+        raise ValueError(f"workdir must be 'one', 'many' or 'none', got {workdir!r}")
+    default_path = None
+    if default_config_file is not None:
+        default_path = CONFIG_DIR / default_config_file
+        if not default_path.is_file():
+            raise ValueError(f"default config {default_path} does not exist")
+    config_flags.DEFINE_config_file(
+        "config", None if default_path is None else str(default_path), config_help,
+        lock_config=lock_config)
+    if default_path is None:
         flags.mark_flag_as_required("config")
-    else:
-        config_flags.DEFINE_config_dict("config", default_config, config_help,
-                                        lock_config=lock_config)
-    flags.DEFINE_string("workdir", default_workdir, "output directory")
-    if default_workdir is None:
+    if workdir == "one":
+        flags.DEFINE_string("workdir", default_workdir, "output directory")
+    elif workdir == "many":
+        flags.DEFINE_multi_string("workdir", [], "run folder(s); repeat the flag for several")
+    if workdir != "none" and default_workdir is None:
         flags.mark_flag_as_required("workdir")
 
     def _main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-        main(flags.FLAGS.config, flags.FLAGS.workdir)
+        main(flags.FLAGS.config, None if workdir == "none" else flags.FLAGS.workdir)
 
     app.run(_main)
 

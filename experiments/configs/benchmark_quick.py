@@ -16,7 +16,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    # Suite (experiments.benchmark_suite): named tasks, held-out tasks of families, OOD suite.
+    # Suite (experiments.benchmarking.suite): named tasks, held-out tasks of families, OOD suite.
     config.tasks = ""
     config.task_overrides = ml_collections.ConfigDict()
     config.heldout_families = "digits_mlp,mnist1d_mlp"
@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seeds = (100, 101, 102)  # final runs; disjoint from the tuning seeds
     config.smoothing_window = 20
     config.curve_stride = 5
-    # Tuning on the validation split (experiments.tuning).
+    # Tuning on the validation split (experiments.benchmarking.tuning).
     config.tuning = ml_collections.ConfigDict()
     config.tuning.sampler = "grid"  # grid | random | tpe
     config.tuning.grid_points = 7

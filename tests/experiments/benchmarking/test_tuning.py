@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from bench_fakes import FakeTask
 
-from experiments import tuning
-from learned_opt import training as train_loop
+from experiments.benchmarking import tuning
+from learned_opt import training
 
 STEPS, EVAL_EVERY, SEEDS = 40, 20, (0, 1)
 
@@ -32,7 +32,7 @@ def known_optimum_run(call_log, nan_above=None):
             value = math.nan
         num_seeds, num_evals = keys.shape[0], STEPS // EVAL_EVERY + 1
         valid = np.full((num_seeds, num_evals), value)
-        return train_loop.Curves(np.full((num_seeds, STEPS), value),
+        return training.Curves(np.full((num_seeds, STEPS), value),
                                  {"valid": {"loss": valid}}, np.arange(num_evals))
 
     return run
@@ -59,7 +59,7 @@ def test_grid_search_objective_matches_a_direct_run(tmp_path):
     assert len({v for _, v in result.trials}) == 3  # the learning rate matters
     # The winner's objective is what a direct run of the training loop at that lr gives.
     hparams = {"learning_rate": jnp.float32(result.best_hparams["learning_rate"])}
-    curves = jax.device_get(run(hparams, train_loop.seed_keys(SEEDS)))
+    curves = jax.device_get(run(hparams, training.seed_keys(SEEDS)))
     assert tuning.validation_objective(curves, spec.last_k) == pytest.approx(result.best_value)
 
 
@@ -96,7 +96,7 @@ def test_diverged_trials_rank_worst():
 
 def test_validation_objective_is_inf_on_nan():
     valid = np.array([[1.0, 0.5], [1.0, 0.7]])
-    ok = train_loop.Curves(np.ones((2, 4)), {"valid": {"loss": valid}}, np.arange(2))
+    ok = training.Curves(np.ones((2, 4)), {"valid": {"loss": valid}}, np.arange(2))
     assert tuning.validation_objective(ok, last_k=1) == pytest.approx(0.6)
     bad_train = ok._replace(train_loss=np.array([[1.0, np.nan, 1, 1], [1, 1, 1, 1]]))
     assert tuning.validation_objective(bad_train, last_k=1) == math.inf

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from learned_opt import training as train_loop
+from learned_opt import training
 from learned_opt.tasks import Task
 
 # Nesterov's momentum is fixed, not tuned: the issue tunes learning rate (and AdamW's decay) only.
@@ -134,7 +134,7 @@ def search_grid(baseline: Baseline, spec: TuningSpec) -> dict[str, list[float]]:
     }
 
 
-def validation_objective(curves: train_loop.Curves, last_k: int) -> float:
+def validation_objective(curves: training.Curves, last_k: int) -> float:
     """Mean over seeds of the mean of the last `last_k` valid losses; +inf if anything diverged."""
     valid_loss = np.asarray(curves.evals["valid"]["loss"], dtype=np.float64)
     train_loss = np.asarray(curves.train_loss, dtype=np.float64)
@@ -149,7 +149,7 @@ def make_tuning_run_fn(task: Task, baseline: Baseline, spec: TuningSpec):
     def make_tx(hparams):
         return baseline.make_tx(hparams)
 
-    return train_loop.make_run_fn(
+    return training.make_run_fn(
         task, make_tx, num_steps=spec.num_steps, eval_every=spec.eval_every,
         eval_splits=("valid",), eval_batches=spec.eval_batches,
         full_split_eval=spec.full_split_eval,
@@ -224,7 +224,7 @@ def tune_baseline(
 
     baseline = get_baseline(baseline_name)
     run = run_fn or make_tuning_run_fn(task, baseline, spec)
-    keys = train_loop.seed_keys(spec.seeds)
+    keys = training.seed_keys(spec.seeds)
     full_name = f"{study_name}/{baseline.name}/{spec.digest()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=full_name, direction="minimize",

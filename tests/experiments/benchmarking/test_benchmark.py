@@ -11,9 +11,12 @@ import optax
 import pytest
 from bench_fakes import FakeTask
 
-from experiments import benchmark, benchmark_report, benchmark_suite, tuning
-from experiments import benchmark_metrics as bm
-from learned_opt import training as train_loop
+from experiments.benchmarking import metrics as bm
+from experiments.benchmarking import report as benchmark_report
+from experiments.benchmarking import results as results_lib
+from experiments.benchmarking import runner, tuning
+from experiments.benchmarking import suite as benchmark_suite
+from learned_opt import training
 
 STEPS, EVAL_EVERY = 40, 20
 
@@ -64,7 +67,7 @@ def test_nan_curves_never_reach_and_are_counted_not_averaged():
 @pytest.fixture(scope="module")
 def adam_run():
     task = FakeTask()
-    run = train_loop.make_run_fn(task, lambda lr: optax.adam(lr), num_steps=STEPS,
+    run = training.make_run_fn(task, lambda lr: optax.adam(lr), num_steps=STEPS,
                                  eval_every=EVAL_EVERY, eval_splits=("valid",),
                                  full_split_eval=True, keep_snapshots=True)
     return task, run
@@ -72,7 +75,7 @@ def adam_run():
 
 def test_scan_loop_matches_a_python_loop(adam_run):
     task, run = adam_run
-    curves = jax.device_get(run(jnp.float32(0.05), train_loop.seed_keys([3])))
+    curves = jax.device_get(run(jnp.float32(0.05), training.seed_keys([3])))
     init_key, train_key, _ = jax.random.split(jax.random.key(3), 3)
     params = task.init(init_key)
     tx = optax.adam(0.05)
@@ -93,20 +96,20 @@ def test_scan_loop_matches_a_python_loop(adam_run):
 
 def test_same_seed_reproduces_other_seeds_differ(adam_run):
     _, run = adam_run
-    a = jax.device_get(run(jnp.float32(0.05), train_loop.seed_keys([0, 1])))
-    b = jax.device_get(run(jnp.float32(0.05), train_loop.seed_keys([0, 1])))
+    a = jax.device_get(run(jnp.float32(0.05), training.seed_keys([0, 1])))
+    b = jax.device_get(run(jnp.float32(0.05), training.seed_keys([0, 1])))
     np.testing.assert_array_equal(a.train_loss, b.train_loss)
     assert not np.allclose(a.train_loss[0], a.train_loss[1])
-    c = jax.device_get(run(jnp.float32(0.05), train_loop.seed_keys([1, 2])))
+    c = jax.device_get(run(jnp.float32(0.05), training.seed_keys([1, 2])))
     np.testing.assert_array_equal(a.train_loss[1], c.train_loss[0])  # seeds are independent
 
 
 def test_eval_fn_on_snapshots_agrees_with_the_loop_and_reads_test(adam_run):
     task, run = adam_run
-    keys = train_loop.seed_keys([0, 1])
+    keys = training.seed_keys([0, 1])
     curves = run(jnp.float32(0.05), keys)
     assert "test" not in set(task.requested_splits)
-    evals = train_loop.make_eval_fn(task, ("train", "valid", "test"), full_split_eval=True)(
+    evals = training.make_eval_fn(task, ("train", "valid", "test"), full_split_eval=True)(
         curves.snapshots, keys)
     np.testing.assert_allclose(evals["valid"]["loss"], curves.evals["valid"]["loss"], rtol=1e-6)
     assert evals["test"]["accuracy"].shape == (2, 3)
@@ -115,9 +118,9 @@ def test_eval_fn_on_snapshots_agrees_with_the_loop_and_reads_test(adam_run):
 
 def test_loop_rejects_bad_arguments():
     with pytest.raises(ValueError, match="multiple of eval_every"):
-        train_loop.make_run_fn(FakeTask(), optax.sgd, num_steps=30, eval_every=20)
+        training.make_run_fn(FakeTask(), optax.sgd, num_steps=30, eval_every=20)
     with pytest.raises(ValueError, match="unknown eval split 'tst'"):
-        train_loop.make_run_fn(FakeTask(), optax.sgd, num_steps=20, eval_every=20,
+        training.make_run_fn(FakeTask(), optax.sgd, num_steps=20, eval_every=20,
                                eval_splits=("tst",))
 
 
@@ -158,10 +161,10 @@ def test_tiny_benchmark_writes_a_valid_results_json(tmp_path, monkeypatch):
     suite = [benchmark_suite.SuiteTask("fake/heldout0", task, "heldout", "fake_family")]
     monkeypatch.setattr(benchmark_suite, "build_suite", lambda config: suite)
     tracker = RecordingTracker()
-    results = benchmark.run_benchmark(tiny_config(), tmp_path, tracker)
-    paths = benchmark.write_results(results, tmp_path, tracker)
+    results = runner.run_benchmark(tiny_config(), tmp_path, tracker)
+    paths = results_lib.write_results(results, tmp_path, tracker)
     loaded = json.loads((tmp_path / "results.json").read_text())
-    benchmark.check_results_schema(loaded)
+    results_lib.check_results_schema(loaded)
     record = loaded["tasks"][0]
     assert set(record["optimizers"]) == {"sgd", "adam", "learned_adam (untrained default)"}
     assert record["optimizers"]["adam"]["speedup"]["speedup"] == 1.0
@@ -177,7 +180,7 @@ def test_tiny_benchmark_writes_a_valid_results_json(tmp_path, monkeypatch):
     assert len(tracker.artifacts) == len(paths) and tracker.metrics
     broken = dict(loaded, tasks=[dict(record, optimizers={"adam": {"kind": "baseline"}})])
     with pytest.raises(ValueError, match="optimizer adam: missing key"):
-        benchmark.check_results_schema(broken)
+        results_lib.check_results_schema(broken)
 
     # Tuning reused from this workdir: no trial runs again, same hyperparameters, source intact.
     source_bytes = (tmp_path / "optuna.db").read_bytes()
@@ -188,14 +191,14 @@ def test_tiny_benchmark_writes_a_valid_results_json(tmp_path, monkeypatch):
         raise AssertionError("a tuning trial ran although its study was reused")
 
     monkeypatch.setattr(tuning, "validation_objective", no_trials)
-    again = benchmark.run_benchmark(config, tmp_path / "again", RecordingTracker())
+    again = runner.run_benchmark(config, tmp_path / "again", RecordingTracker())
     assert again["settings"]["tuning_reused_from"] == str((tmp_path / "optuna.db").resolve())
     for name in ("sgd", "adam"):
         assert again["tasks"][0]["optimizers"][name]["hparams"] == record["optimizers"][name][
             "hparams"]
     assert (tmp_path / "optuna.db").read_bytes() == source_bytes
     with pytest.raises(ValueError, match="no Optuna database"):
-        benchmark.reuse_tuning(str(tmp_path / "missing"), tmp_path / "other")
+        runner.reuse_tuning(str(tmp_path / "missing"), tmp_path / "other")
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -253,7 +256,7 @@ def test_headline_summary_groups_by_each_optimizers_distribution():
         _fake_record("out_of_distribution", None, 2.0, 1.0, 2.0, 1.0),  # never reached
         _fake_record("out_of_distribution", 2.5, 0.9, 1.0, 0.9, 1.0, diverged=True),
     ]
-    summary = benchmark.headline_summary(records, ["lo"])["lo"]
+    summary = runner.headline_summary(records, ["lo"])["lo"]
     heldout, ood = summary["heldout_in_family"], summary["out_of_distribution"]
     assert heldout["num_tasks"] == 2 and heldout["reached_adam_target"] == 2
     assert heldout["speedup_ge_2"] == 1

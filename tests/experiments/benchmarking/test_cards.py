@@ -5,6 +5,8 @@ import json
 import pytest
 
 from experiments import card_results
+from experiments.benchmarking import cards
+from experiments.configs import card_results as card_results_config
 
 LABEL = "my_lopt"
 
@@ -44,7 +46,7 @@ def _results():
 
 
 def test_counts_split_in_family_other_family_and_ood_suite():
-    counts = card_results.counts(_results(), LABEL)
+    counts = cards.counts(_results(), LABEL)
     assert counts["held_out_in_family"] == {
         "num_tasks": 1, "speedup_ge_2": 1, "train_loss_within_10pct_of_adam": 1,
         "test_loss_within_10pct_of_adam": 0, "diverged_tasks": 0, "median_speedup": 4.0}
@@ -57,7 +59,7 @@ def test_counts_split_in_family_other_family_and_ood_suite():
 
 
 def test_task_entries_and_card_update(tmp_path):
-    entries = card_results.task_entries(_results(), LABEL)
+    entries = cards.task_entries(_results(), LABEL)
     assert [e["task"] for e in entries] == ["f/heldout0", "g/heldout0", "ood/a", "ood/b"]
     assert entries[2]["speedup_vs_tuned_adam_train_loss"] == 2.5
     assert entries[3]["diverged_seeds"] == 1 and entries[3]["adam_train_loss"] == 1.0
@@ -69,8 +71,10 @@ def test_task_entries_and_card_update(tmp_path):
     for i, result in enumerate(_results()):
         files.append(tmp_path / f"r{i}.json")
         files[-1].write_text(json.dumps(result))
-    card_results.main(["--label", LABEL, "--results", ",".join(map(str, files)),
-                       "--card", str(path), "--write"])
+    config = card_results_config.get_config()
+    config.label, config.results = LABEL, ",".join(map(str, files))
+    config.card, config.write = str(path), True
+    card_results.main(config)
     updated = json.loads(path.read_text())
     assert updated["weights_sha256"] == "abc"
     assert updated["heldout_results"]["summary"] == "prose kept"
@@ -80,4 +84,4 @@ def test_task_entries_and_card_update(tmp_path):
 
 def test_unknown_label_lists_the_optimizers_found():
     with pytest.raises(ValueError, match=r"no task .* ran 'nope'.*\['adam', 'my_lopt'\]"):
-        card_results.task_entries(_results(), "nope")
+        cards.task_entries(_results(), "nope")
