@@ -11,7 +11,8 @@ PROB_ATOL = 1e-3  # rows of `probs` must sum to 1 within this (float32 softmax o
 
 
 def check_probs(probs, *, name: str = "probs", atol: float = PROB_ATOL) -> np.ndarray:
-    """`probs` as float64 (N, C): finite, in [0, 1], rows summing to 1 within `atol`."""
+    """`probs` as float64 (N, C): finite, in [0, 1], rows summing to 1 within `atol` (then
+    renormalised to sum to 1 exactly, so float32 round-off never reaches sklearn)."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"{name} must have shape (num_examples, num_classes >= 2); "
@@ -28,7 +29,7 @@ def check_probs(probs, *, name: str = "probs", atol: float = PROB_ATOL) -> np.nd
     if len(bad):
         raise ValueError(f"{name} rows must sum to 1 (tolerance {atol}); {len(bad)} rows do "
                          f"not, e.g. row {bad[0]} sums to {sums[bad[0]]:.6g}")
-    return probs
+    return probs / sums[:, None]
 
 
 def check_labels(labels, num_classes: int | None = None, *, name: str = "labels") -> np.ndarray:
