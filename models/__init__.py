@@ -4,9 +4,12 @@
     task = models.get_task("digits_mlp", hidden=(64, 64), batch_size=128)
     family = models.get_family("digits_mlp")
     models.list_tasks(), models.list_families(), models.ood_suite(), models.heldout_tasks(...)
+
+Models: `nets` (MLP, CNN, residual MLP), `transformer` (the zoo's flax LM), `functional_lm`
+(a pure-function LM with the hooks `parallel.tensor_parallel` fills in).
 """
 
-from models import datasets, families, nets, synthetic, tasks
+from models import datasets, families, functional_lm, nets, synthetic, tasks
 from models.registry import (
     get_family,
     get_task,
@@ -20,6 +23,7 @@ from models.registry import (
 __all__ = [
     "datasets",
     "families",
+    "functional_lm",
     "get_family",
     "get_task",
     "heldout_tasks",

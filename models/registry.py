@@ -6,7 +6,9 @@
     tasks = heldout_tasks("digits_mlp", n=4, seed=0)
 
 Each named task is a factory with keyword defaults; `get_task` accepts exactly those keywords
-as overrides (`task_defaults(name)` lists them) and rejects anything else by name.
+as overrides (`task_defaults(name)` lists them) and rejects anything else by name. Size
+arguments (widths, depths, batch sizes, ...) are checked before anything is built
+(`models.task_sizes`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from models import datasets
 from models.families import FAMILIES
 from models.nets import CNN, MLP, Functional, ResMLP
 from models.synthetic import QuadraticTask, RosenbrockTask
+from models.task_sizes import check_sizes
 from models.tasks import LanguageModelTask, SupervisedTask
 from models.text_corpus import stdlib_corpus
 from models.transformer import TransformerLM
@@ -32,6 +35,7 @@ def _classifier_task(name, data, make_module, batch_size, init_scale=1.0):
     )
 
 
+@check_sizes
 def quadratic(dim=16, log10_condition=2.0, noise_std=0.1, batch_size=8, seed=0):
     """Rotated quadratic, condition number 10**log10_condition, noisy train targets."""
     return QuadraticTask(
@@ -43,11 +47,13 @@ def quadratic(dim=16, log10_condition=2.0, noise_std=0.1, batch_size=8, seed=0):
     )
 
 
+@check_sizes
 def rosenbrock(dim=2, noise_std=0.0, init_scale=0.1):
     """Chained Rosenbrock from the classic start (-1.2, 1, ...)."""
     return RosenbrockTask(dim, noise_std=noise_std, init_scale=init_scale)
 
 
+@check_sizes
 def logistic(input_dim=20, batch_size=64, seed=0):
     """Binary logistic regression (linear model, sigmoid cross-entropy) on synthetic data."""
     data = datasets.synthetic_logistic(input_dim=input_dim, seed=seed)
@@ -55,6 +61,7 @@ def logistic(input_dim=20, batch_size=64, seed=0):
     return SupervisedTask("logistic", net, data, batch_size, loss_kind="sigmoid")
 
 
+@check_sizes
 def regression_mlp(hidden=(32, 32), activation="relu", batch_size=64, input_dim=16, seed=0):
     """A 16-32-32-1 MLP regressing a random tanh teacher (mean squared error), batch 64."""
     data = datasets.synthetic_regression(input_dim=input_dim, seed=seed)
@@ -63,6 +70,7 @@ def regression_mlp(hidden=(32, 32), activation="relu", batch_size=64, input_dim=
     return SupervisedTask("regression_mlp", net, data, batch_size, loss_kind="mse")
 
 
+@check_sizes
 def digits_mlp(hidden=(64,), activation="relu", batch_size=64, init_scale=1.0):
     """MLP on scikit-learn's 8x8 digits."""
     hidden = tuple(hidden)
@@ -75,6 +83,7 @@ def digits_mlp(hidden=(64,), activation="relu", batch_size=64, init_scale=1.0):
     )
 
 
+@check_sizes
 def digits_cnn(channels=(8, 16), activation="relu", batch_size=64):
     """Small 2-D CNN on 8x8 digits."""
     channels = tuple(channels)
@@ -86,6 +95,7 @@ def digits_cnn(channels=(8, 16), activation="relu", batch_size=64):
     )
 
 
+@check_sizes
 def digits_resmlp(width=64, depth=3, activation="relu", batch_size=64):
     """Residual MLP (pre-LayerNorm blocks) on 8x8 digits."""
     return _classifier_task(
@@ -96,6 +106,7 @@ def digits_resmlp(width=64, depth=3, activation="relu", batch_size=64):
     )
 
 
+@check_sizes
 def mnist1d_mlp(hidden=(100, 100), activation="relu", batch_size=64, init_scale=1.0):
     """MLP on procedurally generated mnist1d (40-sample signals, 10 classes)."""
     hidden = tuple(hidden)
@@ -108,6 +119,7 @@ def mnist1d_mlp(hidden=(100, 100), activation="relu", batch_size=64, init_scale=
     )
 
 
+@check_sizes
 def mnist1d_cnn(channels=(32, 32, 32), activation="relu", batch_size=64):
     """1-D CNN on mnist1d."""
     channels = tuple(channels)
@@ -119,6 +131,7 @@ def mnist1d_cnn(channels=(32, 32, 32), activation="relu", batch_size=64):
     )
 
 
+@check_sizes
 def text_transformer(
     seq_len=32, d_model=64, num_heads=4, num_layers=2, batch_size=16, remat=False,
     remat_policy="full",

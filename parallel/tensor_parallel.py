@@ -6,26 +6,30 @@ communication and one all-reduce sums the partial outputs (Shoeybi et al. 2019).
 its heads the same way: each device owns `num_heads / model` heads (their q, k, v columns and
 their rows of the output projection), and one all-reduce sums the heads' contributions.
 
-The math is written once (`mlp`, `attention`, `block`, `lm_logits`) over plain param dicts, with
-two hooks that the three ways of running it fill in:
+The model is not here: any loss `loss_fn(params, batch, *, reduce=..., constrain=...)` written
+once with two hooks (e.g. `models.functional_lm.lm_loss`) runs three ways:
 
 - reference (one device): no hooks;
-- `shard_map` form (`shard_map_lm_loss`): each device runs the same functions on its local
-  slices and `reduce` is the explicit `lax.psum` over `model`;
+- `shard_map` form (`shard_map_lm_loss`): each device runs the loss on its local slices and
+  `reduce` is the explicit `lax.psum` over `model`;
 - annotation form (`annotated_lm_loss`): params placed with `param_shardings` and `constrain`
   pins activations with `with_sharding_constraint`; XLA inserts the collectives.
 
+Params follow the functional LM's naming (`blocks/i/attn/w_q`, `blocks/i/mlp/w_in`, ...); for
+other param trees (the task zoo's flax Transformer) `shardings_from_rules` picks specs by path.
+
+    from models.functional_lm import LMConfig, init_lm, lm_loss
     params = init_lm(key, LMConfig(vocab=64, dim=32, num_heads=4, hidden=64, num_layers=2))
     mesh = make_mesh({"data": 2, "model": 4})
-    loss = shard_map_lm_loss(mesh)(params, batch)        # == lm_loss(params, batch)
-    step = make_tp_train_step(annotated_lm_loss(mesh), tx, mesh, params)
+    loss = shard_map_lm_loss(lm_loss, mesh)(params, batch)     # == lm_loss(params, batch)
+    step = make_tp_train_step(annotated_lm_loss(lm_loss, mesh), tx, mesh, params)
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,113 +42,20 @@ from parallel.mesh import DATA, MODEL, axis_size
 
 PyTree = Any
 Hook = Callable[[jax.Array, str], jax.Array]  # (activation, role) -> activation
+# loss_fn(params, batch, *, reduce=..., constrain=...) -> scalar
+HookedLoss = Callable[..., jax.Array]
 
 
-def _no_constraint(x: jax.Array, role: str) -> jax.Array:
-    return x
-
-
-def _no_reduce(x: jax.Array) -> jax.Array:
-    return x
-
-
-class LMConfig(NamedTuple):
-    """Shapes of the small decoder-only Transformer used to exercise tensor parallelism."""
-
-    vocab: int = 64
-    dim: int = 32
-    num_heads: int = 4
-    head_dim: int = 8
-    hidden: int = 64
-    num_layers: int = 2
-    max_len: int = 16
-
-
-# ----------------------------------------------------------------------------------------------
-# The math, once
-
-
-def layer_norm(params: PyTree, x: jax.Array) -> jax.Array:
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.var(x, axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + 1e-6) * params["scale"] + params["bias"]
-
-
-def mlp(params: PyTree, x_BLD: jax.Array, *, reduce=_no_reduce, constrain: Hook = _no_constraint):
-    """Column-parallel `w_in` [D, F], row-parallel `w_out` [F, D]; `reduce` sums the partial
-    outputs over the devices that hold slices of F (identity when F is whole)."""
-    hidden_BLF = jax.nn.gelu(x_BLD @ params["w_in"] + params["b_in"])
-    hidden_BLF = constrain(hidden_BLF, "mlp_hidden")
-    return reduce(hidden_BLF @ params["w_out"]) + params["b_out"]
-
-
-def attention(
-    params: PyTree, x_BLD: jax.Array, *, reduce=_no_reduce, constrain: Hook = _no_constraint
-):
-    """Causal multi-head attention; heads are independent, so a device holding a subset of
-    them (`w_q/w_k/w_v` [D, H, K], `w_o` [H, K, D]) computes their full contribution."""
-    q_BLHK = constrain(jnp.einsum("bld,dhk->blhk", x_BLD, params["w_q"]), "heads")
-    k_BLHK = constrain(jnp.einsum("bld,dhk->blhk", x_BLD, params["w_k"]), "heads")
-    v_BLHK = constrain(jnp.einsum("bld,dhk->blhk", x_BLD, params["w_v"]), "heads")
-    length = x_BLD.shape[1]
-    scores_BHLM = jnp.einsum("blhk,bmhk->bhlm", q_BLHK, k_BLHK) / jnp.sqrt(q_BLHK.shape[-1])
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    scores_BHLM = jnp.where(causal, scores_BHLM, jnp.finfo(scores_BHLM.dtype).min)
-    out_BLHK = jnp.einsum("bhlm,bmhk->blhk", jax.nn.softmax(scores_BHLM, axis=-1), v_BLHK)
-    out_BLHK = constrain(out_BLHK, "heads")
-    return reduce(jnp.einsum("blhk,hkd->bld", out_BLHK, params["w_o"])) + params["b_o"]
-
-
-def block(params: PyTree, x_BLD: jax.Array, *, reduce=_no_reduce, constrain=_no_constraint):
-    """Pre-LayerNorm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
-    hooks = dict(reduce=reduce, constrain=constrain)
-    x_BLD = x_BLD + attention(params["attn"], layer_norm(params["ln1"], x_BLD), **hooks)
-    x_BLD = constrain(x_BLD, "residual")
-    x_BLD = x_BLD + mlp(params["mlp"], layer_norm(params["ln2"], x_BLD), **hooks)
-    return constrain(x_BLD, "residual")
-
-
-def lm_logits(params: PyTree, tokens_BL: jax.Array, *, reduce=_no_reduce, constrain=_no_constraint):
-    """Next-token logits [B, L, V] of the decoder-only LM (tied input/output embedding)."""
-    x_BLD = params["embed"][tokens_BL] + params["pos"][: tokens_BL.shape[1]]
-    x_BLD = constrain(x_BLD, "residual")
-    for block_params in params["blocks"]:
-        x_BLD = block(block_params, x_BLD, reduce=reduce, constrain=constrain)
-    return layer_norm(params["ln_f"], x_BLD) @ params["embed"].T
-
-
-def lm_loss(params: PyTree, batch: PyTree, **hooks) -> jax.Array:
-    """Mean next-token cross-entropy; `batch = {"tokens": int [B, L]}`."""
-    tokens_BL = batch["tokens"]
-    logits_BLV = lm_logits(params, tokens_BL[:, :-1], **hooks)
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BLV, tokens_BL[:, 1:]).mean()
-
-
-def init_lm(key: jax.Array, config: LMConfig | None = None) -> PyTree:
-    """Parameters of the LM as a plain dict (scaled normal init, LayerNorm at identity)."""
-    c = config or LMConfig()
-    keys = iter(jax.random.split(key, 2 + 6 * c.num_layers))
-    normal = lambda shape, fan_in: jax.random.normal(next(keys), shape) / jnp.sqrt(fan_in)
-    norm = lambda: {"scale": jnp.ones(c.dim), "bias": jnp.zeros(c.dim)}
-    blocks = []
-    for _ in range(c.num_layers):
-        heads = (c.dim, c.num_heads, c.head_dim)
-        blocks.append({
-            "ln1": norm(),
-            "attn": {"w_q": normal(heads, c.dim), "w_k": normal(heads, c.dim),
-                     "w_v": normal(heads, c.dim),
-                     "w_o": normal((c.num_heads, c.head_dim, c.dim), c.num_heads * c.head_dim),
-                     "b_o": jnp.zeros(c.dim)},
-            "ln2": norm(),
-            "mlp": {"w_in": normal((c.dim, c.hidden), c.dim), "b_in": jnp.zeros(c.hidden),
-                    "w_out": normal((c.hidden, c.dim), c.hidden), "b_out": jnp.zeros(c.dim)},
-        })  # fmt: skip
-    return {
-        "embed": normal((c.vocab, c.dim), 1.0) * 0.5,
-        "pos": normal((c.max_len, c.dim), 1.0) * 0.1,
-        "blocks": blocks,
-        "ln_f": norm(),
-    }
+def _check_loss_and_mesh(loss_fn: Any, mesh: Any, name: str) -> None:
+    # `mesh` defaults to None only so that the old one-argument call `name(mesh)` gets this
+    # message instead of Python's "missing argument 'mesh'".
+    if isinstance(loss_fn, Mesh) or not callable(loss_fn) or not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"{name}(loss_fn, mesh, ...) takes the model's loss first, a callable "
+            "loss_fn(params, batch, *, reduce=..., constrain=...) such as "
+            f"models.functional_lm.lm_loss, then a Mesh; got {type(loss_fn).__name__}, "
+            f"{type(mesh).__name__}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,23 +110,28 @@ def param_shardings(params: PyTree, mesh: Mesh, model_axis: str = MODEL) -> PyTr
 
 
 def shard_map_lm_loss(
-    mesh: Mesh, *, data_axis: str = DATA, model_axis: str = MODEL
+    loss_fn: HookedLoss, mesh: Mesh | None = None, *, data_axis: str = DATA, model_axis: str = MODEL
 ) -> Callable[[PyTree, PyTree], jax.Array]:
-    """`loss(params, batch)` run per device: local heads and hidden slices, `psum` over
-    `model_axis` after each attention and MLP, batch split and loss averaged over `data_axis`.
-    Differentiable (wrap in `jax.grad`) and jittable; equals `lm_loss`."""
+    """`loss_fn(params, batch)` run per device: local heads and hidden slices, `psum` over
+    `model_axis` after each attention and MLP (the loss's `reduce=` hook), batch split and loss
+    averaged over `data_axis`. Differentiable (wrap in `jax.grad`) and jittable; equals
+    `loss_fn(params, batch)` on one device.
+
+        loss = shard_map_lm_loss(models.functional_lm.lm_loss, mesh)(params, batch)
+    """
+    _check_loss_and_mesh(loss_fn, mesh, "shard_map_lm_loss")
     data = axis_size(mesh, data_axis)
     reduce = lambda x: jax.lax.psum(x, model_axis)
 
     def per_device(params, batch):
-        return jax.lax.pmean(lm_loss(params, batch, reduce=reduce), data_axis)
+        return jax.lax.pmean(loss_fn(params, batch, reduce=reduce), data_axis)
 
     def loss(params, batch):
         check_divisible(params, mesh, model_axis)
-        if batch["tokens"].shape[0] % data:
+        batch_size = jnp.shape(jax.tree.leaves(batch)[0])[0]
+        if batch_size % data:
             raise ValueError(
-                f"batch size {batch['tokens'].shape[0]} is not divisible by the {data_axis!r} "
-                f"axis size {data}"
+                f"batch size {batch_size} is not divisible by the {data_axis!r} axis size {data}"
             )
         specs = param_specs(params, model_axis)
         sharded = jax.shard_map(
@@ -230,9 +146,7 @@ def shard_map_lm_loss(
 # Form 2: sharding annotations, collectives left to XLA
 
 
-def activation_constraints(
-    mesh: Mesh, *, data_axis: str = DATA, model_axis: str = MODEL
-) -> Hook:
+def activation_constraints(mesh: Mesh, *, data_axis: str = DATA, model_axis: str = MODEL) -> Hook:
     """`constrain(x, role)` pinning Megatron's activation layout: hidden units and heads split
     over `model_axis`, the residual stream replicated over it; batch split over `data_axis`."""
     layouts = {
@@ -240,18 +154,20 @@ def activation_constraints(
         "heads": P(data_axis, None, model_axis, None),
         "residual": P(data_axis, None, None),
     }
-    return lambda x, role: jax.lax.with_sharding_constraint(
-        x, NamedSharding(mesh, layouts[role])
-    )
+    return lambda x, role: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, layouts[role]))
 
 
 def annotated_lm_loss(
-    mesh: Mesh, *, data_axis: str = DATA, model_axis: str = MODEL
+    loss_fn: HookedLoss, mesh: Mesh | None = None, *, data_axis: str = DATA, model_axis: str = MODEL
 ) -> Callable[[PyTree, PyTree], jax.Array]:
-    """`lm_loss` with activation sharding constraints; use under `jit` with params placed by
-    `param_shardings` (as `make_tp_train_step` does). Equals `lm_loss`."""
+    """`loss_fn` with activation sharding constraints (its `constrain=` hook); use under `jit`
+    with params placed by `param_shardings` (as `make_tp_train_step` does). Equals `loss_fn`.
+
+        step = make_tp_train_step(annotated_lm_loss(lm_loss, mesh), tx, mesh, params)
+    """
+    _check_loss_and_mesh(loss_fn, mesh, "annotated_lm_loss")
     constrain = activation_constraints(mesh, data_axis=data_axis, model_axis=model_axis)
-    return lambda params, batch: lm_loss(params, batch, constrain=constrain)
+    return lambda params, batch: loss_fn(params, batch, constrain=constrain)
 
 
 def make_tp_train_step(

@@ -12,12 +12,13 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import learned_opt as lo
+from models import functional_lm as lm
 from parallel import communication
 from parallel import data_parallel as dp
 from parallel import mesh as mesh_lib
 from parallel import tensor_parallel as tp
 
-CONFIG = tp.LMConfig(vocab=32, dim=16, num_heads=4, head_dim=4, hidden=32, num_layers=1,
+CONFIG = lm.LMConfig(vocab=32, dim=16, num_heads=4, head_dim=4, hidden=32, num_layers=1,
                      max_len=8)
 RTOL, ATOL = 1e-5, 2e-6
 
@@ -29,7 +30,7 @@ def mesh():
 
 @pytest.fixture(scope="module")
 def params():
-    return tp.init_lm(jax.random.key(0), CONFIG)
+    return lm.init_lm(jax.random.key(0), CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def batch():
 
 @pytest.fixture(scope="module")
 def reference(params, batch):
-    return jax.jit(jax.value_and_grad(tp.lm_loss))(params, batch)
+    return jax.jit(jax.value_and_grad(lm.lm_loss))(params, batch)
 
 
 def assert_trees_close(actual, expected):
@@ -49,7 +50,8 @@ def assert_trees_close(actual, expected):
 
 
 def loss_of(form, mesh):
-    return tp.shard_map_lm_loss(mesh) if form == "shard_map" else tp.annotated_lm_loss(mesh)
+    wrap = tp.shard_map_lm_loss if form == "shard_map" else tp.annotated_lm_loss
+    return wrap(lm.lm_loss, mesh)
 
 
 @pytest.mark.parametrize("form", ["shard_map", "annotations"])
@@ -74,7 +76,7 @@ def test_megatron_mlp_and_attention_need_one_all_reduce_each(mesh, params):
     x = jax.random.normal(jax.random.key(2), (4, CONFIG.max_len, CONFIG.dim))
     reduce = lambda y: jax.lax.psum(y, "model")
     specs = tp.param_specs(params)["blocks"][0]
-    for layer, name in ((tp.mlp, "mlp"), (tp.attention, "attn")):
+    for layer, name in ((lm.mlp, "mlp"), (lm.attention, "attn")):
         fn = jax.jit(jax.shard_map(lambda p, x, layer=layer: layer(p, x, reduce=reduce),
                                    mesh=mesh, in_specs=(specs[name], P("data")),
                                    out_specs=P("data")))
@@ -97,7 +99,7 @@ def reference_runs(params, batch):
 
     def run(name, tx):
         if name not in cache:
-            step, p, state, losses = dp.make_train_step(tp.lm_loss, tx), params, tx.init(params), []
+            step, p, state, losses = dp.make_train_step(lm.lm_loss, tx), params, tx.init(params), []
             for _ in range(3):
                 p, state, loss = step(p, state, batch)
                 losses.append(float(loss))
@@ -155,12 +157,14 @@ def test_bad_sizes_are_named(params, batch):
     heads_message = r"num_heads=4 is not divisible by the 'model' axis size 8"
     with pytest.raises(ValueError, match=heads_message):
         tp.param_shardings(params, mesh_lib.make_mesh({"data": 1, "model": 8}))
-    odd_hidden = tp.init_lm(jax.random.key(0), CONFIG._replace(hidden=30))
+    odd_hidden = lm.init_lm(jax.random.key(0), CONFIG._replace(hidden=30))
     with pytest.raises(ValueError, match="MLP hidden size 30 is not divisible by the 'model'"):
         tp.param_shardings(odd_hidden, mesh_lib.make_mesh({"data": 2, "model": 4}))
     with pytest.raises(ValueError, match="batch size 3 is not divisible by the 'data' axis size 2"):
-        tp.shard_map_lm_loss(mesh_lib.make_mesh({"data": 2, "model": 4}))(
+        tp.shard_map_lm_loss(lm.lm_loss, mesh_lib.make_mesh({"data": 2, "model": 4}))(
             params, {"tokens": batch["tokens"][:3]})
+    with pytest.raises(TypeError, match=r"takes the model's loss first.*functional_lm\.lm_loss"):
+        tp.shard_map_lm_loss(mesh_lib.make_mesh({"data": 2, "model": 4}))
 
 
 @pytest.mark.slow
