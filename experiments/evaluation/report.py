@@ -115,20 +115,44 @@ def slice_report(preds: Predictions, settings: EvaluationSettings, split: str = 
 
 
 def paradox_report(all_preds: dict[str, Predictions], split: str = "test") -> list[dict]:
-    """Simpson's paradox checks between every pair of models on the same examples."""
+    """Simpson's paradox checks between every pair of models, per slicing (true class, each
+    slice feature binned on both models' rows together).
+
+    Each model is scored on its own rows, so models evaluated on different example sets (or
+    subsets) are compared correctly. On identical examples a paradox is impossible (the pooled
+    rates weight the slices equally for both), and the entry says so."""
     found = []
     for (name_a, a), (name_b, b) in itertools.combinations(all_preds.items(), 2):
         part_a, part_b = a.select(split), b.select(split)
-        if not (np.array_equal(part_a.ids, part_b.ids)
-                and np.array_equal(part_a.labels, part_b.labels)):
-            continue  # different examples: not comparable
-        correct = {name_a: part_a.probs.argmax(1) == part_a.labels,
-                   name_b: part_b.probs.argmax(1) == part_b.labels}
-        for family, masks in _slice_families(part_a).items():
-            if len(masks) < 2:
+        if part_a.num_classes != part_b.num_classes:
+            continue
+        both = np.r_[part_a.labels, part_b.labels]
+        families = {"class": slices.class_slices(both, part_a.num_classes)}
+        names_a, names_b = part_a.slice_feature_names, part_b.slice_feature_names
+        if part_a.slice_features is not None and names_a == names_b:
+            features = np.concatenate([part_a.slice_features, part_b.slice_features])
+            for column, name in enumerate(names_a):
+                families[name] = slices.feature_slices(features[:, [column]], [name])
+        rows_a = np.arange(len(both)) < len(part_a.labels)
+        correct = np.r_[part_a.probs.argmax(1) == part_a.labels,
+                        part_b.probs.argmax(1) == part_b.labels]
+        same_examples = (np.array_equal(part_a.ids, part_b.ids)
+                         and np.array_equal(part_a.labels, part_b.labels)
+                         and (part_a.slice_features is None) == (part_b.slice_features is None)
+                         and (part_a.slice_features is None
+                              or np.array_equal(part_a.slice_features, part_b.slice_features)))
+        for family, masks in families.items():
+            table = {}
+            for slice_name, mask in masks.items():
+                in_a, in_b = mask & rows_a, mask & ~rows_a
+                if in_a.any() and in_b.any():
+                    table[slice_name] = {name_a: (int(correct[in_a].sum()), int(in_a.sum())),
+                                         name_b: (int(correct[in_b].sum()), int(in_b.sum()))}
+            if len(table) < 2:
                 continue
-            check = slices.simpsons_paradox(slices.success_table(correct, masks))
-            found.append({"models": [name_a, name_b], "slicing": family, **check})
+            check = slices.simpsons_paradox(table)
+            found.append({"models": [name_a, name_b], "slicing": family,
+                          "same_examples": bool(same_examples), **check})
     return found
 
 
