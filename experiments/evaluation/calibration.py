@@ -24,6 +24,7 @@ from scipy import optimize, special
 from scipy import stats as scipy_stats
 
 from experiments.evaluation import metrics as metrics_lib
+from experiments.evaluation import uncertainty, weighted
 from experiments.evaluation.checks import check_choice, check_labels_probs
 
 BIN_STRATEGIES = ("uniform", "quantile")
@@ -87,14 +88,35 @@ def max_calibration_error(labels, probs, *, num_bins: int = 15,
     return float(np.max(gap))
 
 
-def calibration_summary(labels, probs, *, num_bins: int = 15) -> dict:
-    """ECE and MCE with both binnings, and the reliability bins of each."""
+def ece_interval(labels, probs, *, num_bins: int = 15, strategy: str = "uniform",
+                 **bootstrap_kwargs) -> uncertainty.Interval:
+    """ECE with a bootstrap interval (vectorised; the bin edges of the full sample are kept
+    fixed across resamples, so for "quantile" bins only the examples move, not the edges)."""
+    bins = reliability_bins(labels, probs, num_bins=num_bins, strategy=strategy)
+    labels, probs = check_labels_probs(labels, probs)
+    confidence = probs.max(axis=1)
+    gap = (probs.argmax(axis=1) == labels) - confidence
+    edges = np.asarray(bins["edges"])
+    bin_index = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, len(edges) - 2)
+    count, gaps = _gaps(bins)
+    value = float(np.sum(count * gaps) / np.sum(count))
+    return uncertainty.bootstrap_weighted(
+        lambda w: weighted.weighted_ece(w, bin_index, gap, len(edges) - 1), len(labels), value,
+        **bootstrap_kwargs)
+
+
+def calibration_summary(labels, probs, *, num_bins: int = 15, **bootstrap_kwargs) -> dict:
+    """ECE (with its bootstrap interval) and MCE with both binnings, and the reliability bins
+    of each."""
     result = {}
     for strategy in BIN_STRATEGIES:
         bins = reliability_bins(labels, probs, num_bins=num_bins, strategy=strategy)
         count, gap = _gaps(bins)
+        interval = ece_interval(labels, probs, num_bins=num_bins, strategy=strategy,
+                                **bootstrap_kwargs)
         result[strategy] = {"ece": float(np.sum(count * gap) / np.sum(count)),
-                            "mce": float(np.max(gap)), "bins": bins}
+                            "ece_interval": interval.as_dict(), "mce": float(np.max(gap)),
+                            "bins": bins}
     return result
 
 

@@ -32,7 +32,8 @@ def render_markdown(results: dict) -> str:
     for name, model in models.items():
         test = model["splits"]["test"]
         rows.append([name, *(_ci(test["intervals"][m]) for m in metric_names),
-                     test["calibration"]["uniform"]["ece"], test["num_examples"]])
+                     _ci(test["calibration"]["uniform"]["ece_interval"]),
+                     test["num_examples"]])
     lines += ["## Test metrics (value [95% interval])", ""]
     lines += _table(["model", *metric_names, "ECE (15 equal-width bins)", "examples"], rows)
     if any(m["task_kind"] == "language_model" for m in models.values()):

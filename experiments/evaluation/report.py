@@ -55,8 +55,8 @@ def split_metrics(preds: Predictions, split: str, settings: EvaluationSettings) 
                                                              **settings.bootstrap)
     if preds.task_kind == "language_model":
         result.update(metrics_lib.language_model_metrics(part.labels, part.probs))
-    result["calibration"] = calibration.calibration_summary(part.labels, part.probs,
-                                                            num_bins=settings.num_bins)
+    result["calibration"] = calibration.calibration_summary(
+        part.labels, part.probs, num_bins=settings.num_bins, **settings.bootstrap)
     result["selective"] = calibration.selective_summary(part.labels, part.probs)
     return result
 

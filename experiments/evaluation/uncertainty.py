@@ -161,26 +161,36 @@ def metrics_with_intervals(labels, probs, *, names=metrics_lib.SCALAR_METRICS,
     result = {}
     for name in names:
         value = float(values[name])
-        if num_examples < 2:
-            result[name] = Interval(value, value, value).as_dict()
-            continue
-
-        def statistic(index, axis=-1, name=name):
-            index = np.asarray(index)
-            flat = index.reshape(-1, index.shape[-1])
-            out = statistics[name](weighted.counts_from_indices(flat, num_examples))
-            return out.reshape(index.shape[:-1])
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # degenerate spread / NaN resamples
-            boot = stats.bootstrap((np.arange(num_examples),), statistic, vectorized=True,
-                                   n_resamples=n_resamples, confidence_level=confidence_level,
-                                   method=method, rng=np.random.default_rng(seed))
-        low, high = boot.confidence_interval
-        if not (np.isfinite(low) and np.isfinite(high)):
-            low, high = _nan_tolerant_percentiles(boot.bootstrap_distribution, confidence_level)
-        result[name] = Interval(value, float(low), float(high)).as_dict()
+        result[name] = bootstrap_weighted(
+            statistics[name], num_examples, value, confidence_level=confidence_level,
+            n_resamples=n_resamples, method=method, seed=seed).as_dict()
     return result
+
+
+def bootstrap_weighted(statistic: Callable, num_examples: int, value: float, *,
+                       confidence_level: float = 0.95, n_resamples: int = 1000,
+                       method: str = "percentile", seed: int = 0) -> Interval:
+    """Interval of a vectorised `statistic(weights_BN) -> (B,)` (see `weighted`) through
+    `scipy.stats.bootstrap` over example indices; `value` is the full-sample value."""
+    _check_args(confidence_level, n_resamples, method)
+    if num_examples < 2:
+        return Interval(value, value, value)
+
+    def on_indices(index, axis=-1):
+        index = np.asarray(index)
+        flat = index.reshape(-1, index.shape[-1])
+        return statistic(weighted.counts_from_indices(flat, num_examples)).reshape(
+            index.shape[:-1])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate spread / NaN resamples
+        boot = stats.bootstrap((np.arange(num_examples),), on_indices, vectorized=True,
+                               n_resamples=n_resamples, confidence_level=confidence_level,
+                               method=method, rng=np.random.default_rng(seed))
+    low, high = boot.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):
+        low, high = _nan_tolerant_percentiles(boot.bootstrap_distribution, confidence_level)
+    return Interval(value, float(low), float(high))
 
 
 def _nan_tolerant_percentiles(distribution, confidence_level):

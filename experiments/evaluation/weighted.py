@@ -81,3 +81,10 @@ def macro_roc_auc_ovr(weights_BN, labels_N, probs_NC) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
         return np.nanmean(per_class, axis=1)
+
+
+def weighted_ece(weights_BN, bin_N, gap_N, num_bins: int) -> np.ndarray:
+    """(B,) expected calibration error with fixed bins: sum_b |sum_{i in b} w_i gap_i| / sum w,
+    where gap_i = correct_i - confidence_i and bin_N is each example's bin index."""
+    one_hot = np.eye(num_bins)[bin_N]  # (N, bins)
+    return np.abs((weights_BN * gap_N) @ one_hot).sum(axis=1) / weights_BN.sum(axis=1)

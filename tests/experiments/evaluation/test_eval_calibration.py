@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from experiments.evaluation import calibration
+from experiments.evaluation import calibration, uncertainty
 
 
 def _binary(confidence, correct):
@@ -84,3 +84,15 @@ def test_reliability_diagram_is_a_png(tmp_path):
     assert image.ndim == 3 and image.shape[0] > 200 and image.std() > 0.05
     with pytest.raises(ValueError, match="strategy"):
         calibration.reliability_bins(labels, probs, strategy="log")
+
+
+def test_ece_interval_contains_the_closed_form_and_matches_the_generic_bootstrap():
+    confidence = np.r_[np.full(500, 0.8), np.full(500, 0.95)]
+    labels, probs = _binary(confidence, np.r_[np.arange(500) < 300, np.ones(500, bool)])
+    value, low, high = calibration.ece_interval(labels, probs, n_resamples=300, seed=2)
+    assert value == pytest.approx(0.125) and low < 0.125 < high and high - low < 0.06
+    generic = uncertainty.bootstrap_metric(calibration.expected_calibration_error, labels,
+                                           probs, n_resamples=300, seed=2)
+    assert (low, high) == pytest.approx((generic.low, generic.high))
+    summary = calibration.calibration_summary(labels, probs, n_resamples=100)
+    assert summary["quantile"]["ece_interval"]["value"] == summary["quantile"]["ece"]

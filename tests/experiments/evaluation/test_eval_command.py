@@ -169,3 +169,15 @@ def test_paradox_report_fires_for_models_scored_on_different_example_sets():
     by_stone = next(p for p in found if p["slicing"] == "large_stone")
     assert by_stone["paradox"] and by_stone["pooled_winner"] == "B"
     assert not by_stone["same_examples"]
+
+
+def test_language_model_predictions_report_perplexity_and_bits_per_character():
+    vocab, n = 4, 40
+    preds = predictions.Predictions(
+        split=np.array(["valid", "test"] * (n // 2)), ids=np.repeat(np.arange(n // 2), 2),
+        labels=np.arange(n) % vocab, probs=np.full((n, vocab), 1 / vocab),
+        task_kind="language_model", task="text")
+    result = report.split_metrics(predictions.validate_predictions(preds), "test",
+                                  report.EvaluationSettings(n_resamples=50))
+    assert result["perplexity"] == pytest.approx(4.0)
+    assert result["bits_per_character"] == pytest.approx(2.0)
