@@ -115,8 +115,8 @@ def slice_report(preds: Predictions, settings: EvaluationSettings, split: str = 
 
 
 def paradox_report(all_preds: dict[str, Predictions], split: str = "test") -> list[dict]:
-    """Simpson's paradox checks between every pair of models, per slicing (true class, each
-    slice feature binned on both models' rows together).
+    """Simpson's paradox checks between every pair of models of the same task, per slicing
+    (true class, each slice feature binned on both models' rows together).
 
     Each model is scored on its own rows, so models evaluated on different example sets (or
     subsets) are compared correctly. On identical examples a paradox is impossible (the pooled
@@ -124,8 +124,8 @@ def paradox_report(all_preds: dict[str, Predictions], split: str = "test") -> li
     found = []
     for (name_a, a), (name_b, b) in itertools.combinations(all_preds.items(), 2):
         part_a, part_b = a.select(split), b.select(split)
-        if part_a.num_classes != part_b.num_classes:
-            continue
+        if part_a.num_classes != part_b.num_classes or a.task != b.task:
+            continue  # only models of the same task are compared
         both = np.r_[part_a.labels, part_b.labels]
         families = {"class": slices.class_slices(both, part_a.num_classes)}
         names_a, names_b = part_a.slice_feature_names, part_b.slice_feature_names
