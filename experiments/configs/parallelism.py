@@ -59,6 +59,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.async_sgd.fixed_staleness = (0, 2, 8, 32)  # loss-vs-updates curves at fixed staleness
     config.async_sgd.fixed_updates = 400
 
-    # Pipeline parallelism: overrides of experiments.pipeline_bench.get_config().
+    # Pipeline parallelism: overrides of experiments/configs/pipeline_bench.py.
     config.pp = ml_collections.ConfigDict()
     return config

@@ -1,4 +1,4 @@
-"""experiments.bench_update (+ bench_train_step) end to end at tiny sizes, and its pure helpers.
+"""experiments.bench_update (+ measure.train_step) end to end at tiny sizes, and its pure helpers.
 
 No wall time is asserted: only that every row is measured (finite, positive), that Adam is the
 unit of every ratio, and what is exact (state bytes, the roofline arithmetic, the verdict).
@@ -14,7 +14,9 @@ import optax
 import pytest
 
 import learned_opt as lo
-from experiments import bench_train_step, bench_update
+from experiments import bench_update
+from experiments.configs import bench_update as bench_update_config
+from experiments.measure import train_step, update
 
 OPTIMIZERS = ("adam", "sgd", "adafac_mlp")  # adafac_mlp: the optimizer the target is about
 
@@ -25,14 +27,14 @@ def tiny_run(tmp_path_factory):
     probes shrunk; they only set the roofline rates). The Transformer LM is stepped in its own
     test: AdafacMLPLOpt's per-tensor network on its 18 tensors alone compiles for ~10 s."""
     workdir = tmp_path_factory.mktemp("bench_update")
-    config = bench_update.default_config()
+    config = bench_update_config.get_config()
     config.update(sizes=(3000,), optimizers=OPTIMIZERS, repeats=2, num_steps=10,
                   train_batches=(8,), train_widths=(16, 32, 4), train_transformer=False)
-    small_probes = functools.partial(bench_update.measure_machine, matmul_size=128,
+    small_probes = functools.partial(update.measure_machine, matmul_size=128,
                                      bandwidth_floats=1 << 16, tanh_size=1 << 10,
                                      mlp_size=1 << 10)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bench_update, "measure_machine", small_probes)
+        patch.setattr(update, "measure_machine", small_probes)
         results = bench_update.main(config, str(workdir))
     return workdir, results
 
@@ -50,7 +52,7 @@ def test_results_json_has_every_optimizer_and_adam_is_the_unit(tiny_run):
     assert rows["adam"]["state_bytes_per_param"] == pytest.approx(8.0, abs=0.01)
     assert rows["sgd"]["state_bytes_per_param"] == pytest.approx(0.0, abs=0.01)
     for name, row in rows.items():
-        assert row["num_params"] == sum(a * b for a, b in bench_update.layer_shapes(3000))
+        assert row["num_params"] == sum(a * b for a, b in update.layer_shapes(3000))
         for key in ("update_ms", "ratio_to_adam", "ratio_to_roofline",
                     "ratio_to_roofline_with_transcendentals", "min_bytes_per_param"):
             assert math.isfinite(row[key]) and row[key] > 0, (name, key)
@@ -80,7 +82,7 @@ def test_mlp_train_step_rows_report_and_target_verdict(tiny_run):
     adafac = rows[-1]
     assert adafac["update_gflop"] > rows[0]["update_gflop"]  # more arithmetic than Adam's
     verdict = results["train_step_target"]
-    assert verdict == bench_train_step.target_summary(rows)
+    assert verdict == train_step.target_summary(rows)
     assert verdict.startswith("Target `adafac_mlp` train step <= 1.3x Adam: ")
     assert f"mlp 8 ({adafac['ratio_to_adam']:.2f}x)" in verdict
     report = (workdir / "report.md").read_text()
@@ -90,30 +92,30 @@ def test_mlp_train_step_rows_report_and_target_verdict(tiny_run):
 
 
 def test_transformer_train_step_on_the_zoo_lm():
-    config = bench_update.default_config()
+    config = bench_update_config.get_config()
     config.update(optimizers=("adam", "learned_adam"), repeats=2, num_steps=10)
     config.transformer.update(seq_len=8, d_model=16, num_heads=2, num_layers=1, batch_size=2)
-    model = bench_train_step.transformer_model(config, jax.random.key(0))
+    model = train_step.transformer_model(config, jax.random.key(0))
     assert model["examples"] == 16
-    rows = bench_train_step.bench_train_step(config, model)
+    rows = train_step.bench_train_step(config, model)
     _check_train_rows(rows, "transformer", "2x8", ("adam", "learned_adam"))
     # a language model reuses each weight at every token (examples = 16 tokens, not 2
     # sequences): fwd+bwd do ~6 FLOPs per weight per token, less on the embedding gathers
     assert rows[0]["fwd_bwd_flops_per_param"] > 3 * model["examples"]
-    assert "| transformer | 2x8 |" in "\n".join(bench_train_step.format_train_table(rows))
+    assert "| transformer | 2x8 |" in "\n".join(train_step.format_train_table(rows))
 
 
 def test_roofline_is_the_larger_of_flop_and_byte_time():
     machine = {"flop_rate": 1e9, "bandwidth": 2e9}
-    assert bench_update.roofline(3e9, 2e9, machine) == (3.0, 1.0, "compute")
-    assert bench_update.roofline(1e9, 8e9, machine) == (1.0, 4.0, "memory")
+    assert update.roofline(3e9, 2e9, machine) == (3.0, 1.0, "compute")
+    assert update.roofline(1e9, 8e9, machine) == (1.0, 4.0, "memory")
 
 
 def test_update_row_ratios_from_known_numbers():
     machine = {"flop_rate": 1e9, "bandwidth": 1e9, "transcendental_rate": 1e8}
     run = {"flops": 1e9, "min_bytes": 4e9, "transcendentals": 1e9, "state_bytes": 8e3,
            "xla_bytes": 5e9}
-    row = bench_update.update_row("x", 1000, median=8.0, adam_median=2.0, run=run,
+    row = update.update_row("x", 1000, median=8.0, adam_median=2.0, run=run,
                                   machine=machine)
     assert row["ratio_to_adam"] == 4.0 and row["update_ms"] == 8000.0
     assert row["state_bytes_per_param"] == 8.0 and row["xla_bytes_per_param"] == 5e6
@@ -129,10 +131,10 @@ def test_target_summary_splits_met_and_missed_at_the_target():
     rows = [{"model": "mlp", "batch": b, "optimizer": o, "ratio_to_adam": r}
             for b, o, r in [("128", "adafac_mlp", 1.9), ("512", "adafac_mlp", 1.3),
                             ("2048", "adafac_mlp", 1.1), ("128", "lstm", 1.0)]]
-    assert bench_train_step.target_summary(rows) == (
+    assert train_step.target_summary(rows) == (
         "Target `adafac_mlp` train step <= 1.3x Adam: met on mlp 512 (1.30x), mlp 2048 (1.10x);"
         " missed on mlp 128 (1.90x).")
-    assert bench_train_step.target_summary(rows, optimizer="hyper").endswith(
+    assert train_step.target_summary(rows, optimizer="hyper").endswith(
         "not measured (`hyper` is not in config.optimizers).")
 
 
@@ -140,27 +142,27 @@ def test_uses_params_tells_which_updates_read_the_params():
     params = {"w": jnp.ones((4, 3))}
     for tx, reads in [(optax.adam(1e-3), False), (optax.adamw(1e-3), True)]:
         state = tx.init(params)
-        assert bench_update._uses_params(tx, params, state, params, jnp.float32(1.0)) is reads
+        assert update._uses_params(tx, params, state, params, jnp.float32(1.0)) is reads
 
 
 def test_layer_shapes_and_default_optimizers():
-    shapes = bench_update.layer_shapes(1_000_000)
+    shapes = update.layer_shapes(1_000_000)
     assert shapes == [(1000, 500), (500, 500), (500, 500)]
     assert sum(a * b for a, b in shapes) == 1_000_000
-    config = bench_update.default_config()
+    config = bench_update_config.get_config()
     assert tuple(config.optimizers) == ("adam", "sgd", *lo.list_lopts())
 
 
 def test_bad_optimizer_lists_fail_before_measuring():
-    config = bench_update.default_config()
+    config = bench_update_config.get_config()
     config.optimizers = ("adam, adafac_mlp",)  # what `--config.optimizers=adam,adafac_mlp` gives
-    bench_update.validate(config)
+    update.validate(config)
     assert tuple(config.optimizers) == ("adam", "adafac_mlp")
     config.optimizers = ("sgd", "mlp")
     with pytest.raises(ValueError, match="lacks 'adam'"):
-        bench_update.validate(config)
+        update.validate(config)
     config.optimizers = ("adam", "velo")
     with pytest.raises(ValueError, match=r"unknown optimizers \['velo'\].*'adafac_mlp'"):
-        bench_update.validate(config)
-    assert "not measured" in bench_train_step.target_summary(
+        update.validate(config)
+    assert "not measured" in train_step.target_summary(
         [{"optimizer": "mlp", "model": "mlp", "batch": "128", "ratio_to_adam": 2.0}])

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from experiments import parallelism
 from experiments.configs import parallelism as parallelism_config
+from experiments.measure import parallelism
 
 
 def tiny_config(mode):
@@ -55,7 +55,7 @@ def test_async_mode_writes_rows_plots_and_report(tmp_path):
 
 @pytest.mark.slow
 def test_pp_mode_writes_counted_bubbles_memory_and_times(tmp_path):
-    """--mode pp runs experiments.pipeline_bench: bubbles counted from the schedule tables equal
+    """--mode pp runs experiments.measure.pipeline: bubbles counted from the schedule tables equal
     (p-1)/(m+p-1) for both schedules, 1F1B holds min(p, m) micro-batches and its compiled temp
     memory stays flat as m grows while GPipe's grows."""
     config = tiny_config("pp")

@@ -6,10 +6,12 @@ import math
 import pytest
 
 from experiments import bench_meta
+from experiments.configs import bench_meta as bench_meta_config
+from experiments.measure import meta
 
 
 def test_bench_meta_tiny_writes_results_and_report(tmp_path):
-    config = bench_meta.default_config()
+    config = bench_meta_config.get_config()
     config.update(setups=("regression",), lopts=("learned_adam",), estimators=("tbptt",),
                   steps=2, num_tasks=2, unroll_length=2, min_horizon=4, max_horizon=8)
     rows = bench_meta.main(config, str(tmp_path))
@@ -27,18 +29,18 @@ def test_bench_meta_tiny_writes_results_and_report(tmp_path):
 
 
 def test_bench_meta_rejects_unknown_names():
-    config = bench_meta.default_config()
+    config = bench_meta_config.get_config()
     config.setups = ("cifar",)
     with pytest.raises(ValueError, match="unknown setup 'cifar'; valid"):
-        bench_meta.validate(config)
+        meta.validate(config)
 
 
 def test_bench_meta_splits_comma_separated_names():
     """`--config.lopts=mlp,adafac_mlp` reaches the config as one string inside a tuple."""
-    config = bench_meta.default_config()
+    config = bench_meta_config.get_config()
     config.lopts = ("mlp,adafac_mlp",)
     config.estimators = ("pes, tbptt",)
-    bench_meta.validate(config)
+    meta.validate(config)
     assert config.lopts == ("mlp", "adafac_mlp") and config.estimators == ("pes", "tbptt")
 
 

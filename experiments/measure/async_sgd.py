@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import optax
 
+from experiments.measure.tables import records_table
 from parallel import async_sgd, large_batch
 
 
@@ -56,7 +57,7 @@ def _summary(name, schedule, losses, batch_per_update, initial_loss, target):
     }
 
 
-def run(config, workdir: Path, tracker) -> dict[str, Any]:
+def run(config, workdir: Path, tracker) -> tuple[dict[str, Any], str, list[Path]]:
     import models
 
     c = config.async_sgd
@@ -125,12 +126,9 @@ def run(config, workdir: Path, tracker) -> dict[str, Any]:
         "fixed_staleness": {name: {"final_loss": float(l[-1]), "best_loss": float(np.nanmin(l))}
                             for name, l in fixed.items()},
     }
-    paths = [_plot_runs(runs, workdir / "async_loss.png", initial_loss),
-             _plot_fixed(fixed, workdir / "async_staleness.png", initial_loss),
-             _write_report(results, c, workdir / "report.md")]
-    for path in paths:
-        tracker.log_artifact(path)
-    return results
+    figures = [_plot_runs(runs, workdir / "async_loss.png", initial_loss),
+               _plot_fixed(fixed, workdir / "async_staleness.png", initial_loss)]
+    return results, format_report(results, c), figures
 
 
 def _plot_runs(runs, path: Path, initial_loss: float) -> Path:
@@ -174,10 +172,12 @@ def _plot_fixed(fixed, path: Path, initial_loss: float) -> Path:
     return path
 
 
-def _write_report(results, c, path: Path) -> Path:
-    def cell(v):
-        return f"{v:.3g}" if isinstance(v, float) else ("-" if v is None else str(v))
+def _cell(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else ("-" if v is None else str(v))
 
+
+def format_report(results, c) -> str:
+    """report.md of the sync / async comparison (the plots sit beside it)."""
     columns = ["config", "updates", "examples", "mean_staleness", "max_staleness", "final_loss",
                "best_loss", "diverged", "time_to_target", "updates_to_target"]
     lines = [
@@ -188,13 +188,11 @@ def _write_report(results, c, path: Path) -> Path:
         f"{results['wall_clock_budget']} mean gradients. Loss: {results['split']} split "
         f"(initial {results['initial_loss']:.3f}); target = sync SGD's final loss "
         f"{results['target_loss']:.3f}.", "",
-        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+        records_table(results["rows"], columns, fmt=_cell),
     ]
-    lines += ["| " + " | ".join(cell(row[k]) for k in columns) + " |" for row in results["rows"]]
     lines += ["", "Fixed staleness, loss after "
               f"{c.fixed_updates} updates (\"/tau\": staleness-scaled step):", ""]
     lines += [f"- {name}: final {v['final_loss']:.3g}, best {v['best_loss']:.3g}"
               for name, v in results["fixed_staleness"].items()]
     lines += ["", "![loss](async_loss.png)", "", "![staleness](async_staleness.png)"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"

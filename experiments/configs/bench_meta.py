@@ -1,0 +1,18 @@
+"""`python -m experiments.bench_meta`: meta-training throughput."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.setups = ("regression", "digits")
+    c.lopts = ("mlp", "adafac_mlp", "hyper")
+    c.estimators = ("pes", "tbptt")
+    c.steps = 30              # timed rounds (medians reported)
+    c.num_tasks = 8
+    c.unroll_length = 20
+    c.min_horizon, c.max_horizon = 100, 1000
+    c.num_devices = 1         # population mesh over this many devices
+    c.breakdown = True        # also time the parts of an outer step
+    c.remat = True            # TBPTT: checkpoint every inner step (TruncatedUnroller.remat)
+    return c
