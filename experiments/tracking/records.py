@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.measure.tables import records_table
 from experiments.tracking.values import to_jsonable
 
 
@@ -116,13 +117,7 @@ def predictions_rows(
 
 def markdown_table(rows: Sequence[Mapping[str, str]]) -> str:
     """A GitHub-markdown table of rows sharing keys (pipes in cells escaped)."""
-    if not rows:
-        return ""
-    columns = list(rows[0])
-    escape = lambda text: str(text).replace("|", "\\|")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(escape(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return records_table(rows, fmt=str)
 
 
 def log_predictions_table(

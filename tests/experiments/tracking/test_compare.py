@@ -9,9 +9,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from experiments import report, tracking
+from experiments import tracking
+from experiments.tracking import compare as report
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # (folder, optimizer, seed, final train loss); adam has two seeds, sgd one, and sgd diverges.
 RUNS = [("adam_seed0", "adam", 0, 0.2), ("adam_seed1", "adam", 1, 0.4),
@@ -75,7 +76,8 @@ def test_group_by_and_bad_input(sweep, tmp_path):
 def test_command_line(sweep, tmp_path):
     out = tmp_path / "cli"
     subprocess.run([sys.executable, "-m", "experiments.report", "--workdir",
-                    str(sweep / "adam_seed0"), "--out", str(out), str(sweep / "adam_seed1")],
+                    str(sweep / "adam_seed0"), f"--config.out={out}", "--workdir",
+                    str(sweep / "adam_seed1")],
                    cwd=REPO_ROOT, check=True, capture_output=True)
     summary = json.loads((out / "report_summary.json").read_text())
     assert list(summary) == ["adam"] and len(summary["adam"]["runs"]) == 2
