@@ -67,7 +67,8 @@ class FinalEvaluation:
         curves = run(args, self.keys)
         test = self.evaluate_test(curves.snapshots, self.keys)
         out = {}
-        for split, losses in (("valid", curves.evals["valid"]["loss"]), ("test", test["loss"])):
+        pairs = (("valid", curves.evals["valid"]["loss"]), ("test", test["test"]["loss"]))
+        for split, losses in pairs:
             losses = np.asarray(jax.device_get(losses), dtype=np.float64)
             finite = np.all(np.isfinite(losses))
             out[split] = float(losses[:, -self.last_k:].mean()) if finite else math.inf

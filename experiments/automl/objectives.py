@@ -173,9 +173,12 @@ class MetaTrainingObjective:
         train_unroller = meta.TruncatedUnroller(
             family, group, schedule=schedule,
             objective=meta.MetaObjective("train", c["normalize"], c["loss_clip"]), **common)
+        # The validation meta-loss unrolls the whole horizon in one segment from step 0.
+        horizon = int(c["max_horizon"])
         valid_unroller = meta.TruncatedUnroller(
-            family, group, schedule=meta.ConstantSchedule(int(c["max_horizon"])),
-            objective=meta.MetaObjective("valid", c["normalize"], c["loss_clip"]), **common)
+            family, group, lopt=lopt, unroll_length=horizon, remat=False,
+            schedule=meta.ConstantSchedule(horizon),
+            objective=meta.MetaObjective("valid", c["normalize"], c["loss_clip"]))
         estimator = meta.get_estimator(c["estimator"], sigma=float(c["sigma"]))
         trainer = meta.MetaTrainer(train_unroller, estimator, num_tasks=int(c["num_tasks"]),
                                    outer_tx=meta.default_outer_tx(float(c["outer_lr"]),
@@ -184,6 +187,8 @@ class MetaTrainingObjective:
         return lopt, trainer, valid_unroller
 
     def __call__(self, params: Mapping[str, Any], report: Callable[[int, float], None]):
+        from learned_opt import meta
+
         unknown = sorted(set(params) - set(self.base))
         if unknown:
             raise ValueError(f"meta-training has no setting(s) {unknown}; tunable: "
@@ -193,19 +198,8 @@ class MetaTrainingObjective:
         theta = lopt.init(jax.random.key(int(c["seed"])))
         keys = jax.random.split(jax.random.key(self.eval_seed), self.num_eval_tasks)
         population = jax.vmap(lambda k: valid_unroller.new_trajectory(k, theta, 1))(keys)
-        # The valid unroll runs the whole horizon in unroll_length segments from a fresh state.
-        num_segments = max(1, int(c["max_horizon"]) // int(c["unroll_length"]))
-
-        @jax.jit
-        def valid_meta_loss(theta):
-            def segment(state, _):
-                thetas = jax.tree.map(lambda x: x[None], theta)
-                objectives, state, _ = jax.vmap(lambda s: valid_unroller.unroll(thetas, s))(state)
-                return state, jnp.mean(objectives)
-
-            _, losses = jax.lax.scan(segment, population, None, length=num_segments)
-            return jnp.mean(losses)
-
+        valid_meta_loss = jax.jit(
+            lambda theta: meta.evaluate(valid_unroller, theta, population)["meta_loss"])
         state = trainer.init(jax.random.fold_in(jax.random.key(int(c["seed"])), 1), theta)
         value = math.nan
         for step in range(1, self.outer_steps + 1):
