@@ -8,12 +8,13 @@
 
 from learned_opt import features, tasks
 from learned_opt.adafac_mlp_lopt import AdafacMLPLOpt
-from learned_opt.base import LearnedOptimizer, LOptState, get_lopt, list_lopts
+from learned_opt.base import LearnedOptimizer, LOptState
 from learned_opt.hyper_lopt import HyperLOpt
 from learned_opt.learned_adam import LearnedAdam
 from learned_opt.lstm_lopt import LSTMLOpt
 from learned_opt.mlp_lopt import MLPLOpt
 from learned_opt.pretrained import list_pretrained, load_pretrained, load_pretrained_theta
+from learned_opt.registry import get_lopt, list_lopts
 
 __all__ = [
     "AdafacMLPLOpt",

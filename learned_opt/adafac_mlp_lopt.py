@@ -30,7 +30,8 @@ import numpy as np
 
 from learned_opt import features as F
 from learned_opt import nets
-from learned_opt.base import LearnedOptimizer, StepContext, Theta, register
+from learned_opt.base import LearnedOptimizer, StepContext, Theta
+from learned_opt.registry import register
 
 _NUM_GLOBAL = len(F.DEFAULT_TIMESCALES) + F.NUM_PROGRESS_FEATURES + F.NUM_SHAPE_FEATURES + 1
 _FEATURE_CLIP = 10.0

@@ -205,19 +205,16 @@ def init_factored(p: jax.Array, num_decays: int) -> Factored:
 
 
 def update_factored(fac: Factored, g: jax.Array, decays: jax.Array,
-                    stats: GradStats | None = None) -> Factored:
+                    stats: GradStats) -> Factored:
     """One Adafactor accumulation step at every decay (see `Factored` for the layout).
 
-    `stats` (`grad_stats(g, ...)`), when given, supplies the row and column sums of g**2, so the
+    `stats` (`grad_stats` of the raw gradient) supplies the row and column sums of g**2, so the
     gradient is not read again for them.
     """
     g2 = jnp.square(g) + FACTORED_EPS
     if is_factored(g.shape):
-        if stats is None:
-            row_mean, col_mean = jnp.mean(g2, axis=-1), jnp.mean(g2, axis=-2)
-        else:
-            row_mean = stats.sq_sum_rows / g.shape[-1] + FACTORED_EPS
-            col_mean = stats.sq_sum_cols / g.shape[-2] + FACTORED_EPS
+        row_mean = stats.sq_sum_rows / g.shape[-1] + FACTORED_EPS
+        col_mean = stats.sq_sum_cols / g.shape[-2] + FACTORED_EPS
         d = stacked(decays, g.ndim - 1)
         return Factored(d * fac.row + (1.0 - d) * row_mean, d * fac.col + (1.0 - d) * col_mean)
     d = stacked(decays, g.ndim)

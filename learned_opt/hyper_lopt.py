@@ -33,7 +33,8 @@ import numpy as np
 
 from learned_opt import features as F
 from learned_opt import nets
-from learned_opt.base import LearnedOptimizer, StepContext, Theta, register
+from learned_opt.base import LearnedOptimizer, StepContext, Theta
+from learned_opt.registry import register
 
 _FEATURE_CLIP = 10.0
 _NUM_TENSOR_STATS = 4   # log rms of g, p, momentum(slow); fraction of non-zero gradient
@@ -133,18 +134,14 @@ class HyperLOpt(LearnedOptimizer):
                    ctx: StepContext) -> tuple[HyperLeaf, None]:
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
         momenta = F.update_momenta(leaf.momenta, g, decays)
-        if ctx.grad is not None:
-            # Written (masked) before the LSTM's statistic reads it back: a reduction over the
-            # unwritten momenta would keep the old ones live and make XLA copy them. (So a
-            # non-finite gradient entry enters the statistic with its kept, old momentum.)
-            momenta = F.keep_finite(ctx.grad.finite, momenta, leaf.momenta)
+        # Written (masked) before the LSTM's statistic reads it back: a reduction over the
+        # unwritten momenta would keep the old ones live and make XLA copy them. (So a
+        # non-finite gradient entry enters the statistic with its kept, old momentum.)
+        momenta = F.keep_finite(ctx.grad.finite, momenta, leaf.momenta)
         nu = F.update_second_moment(leaf.nu, g, self.second_moment_decay)
         p_rms = F.tensor_rms(p, 1e-8)
-        if ctx.grad is None:
-            g_rms, nonzero = F.tensor_rms(g, 1e-12), jnp.mean((g != 0).astype(jnp.float32))
-        else:
-            g_rms = F.grad_rms(ctx.grad, g.size, 1e-12)
-            nonzero = ctx.grad.nonzero / g.size
+        g_rms = F.grad_rms(ctx.grad, g.size, 1e-12)
+        nonzero = ctx.grad.nonzero / g.size
         # Level 1: the per-tensor LSTM.
         stats = jnp.stack([
             jnp.log(g_rms) / 10.0,

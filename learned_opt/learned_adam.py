@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from learned_opt import features as F
-from learned_opt.base import LearnedOptimizer, StepContext, Theta, register
+from learned_opt.base import LearnedOptimizer, StepContext, Theta
+from learned_opt.registry import register
 
 
 class AdamLeaf(NamedTuple):

@@ -29,7 +29,8 @@ import jax.numpy as jnp
 
 from learned_opt import features as F
 from learned_opt import nets
-from learned_opt.base import LearnedOptimizer, StepContext, Theta, register
+from learned_opt.base import LearnedOptimizer, StepContext, Theta
+from learned_opt.registry import register
 
 _NUM_GLOBAL = len(F.DEFAULT_TIMESCALES) + F.NUM_PROGRESS_FEATURES + F.NUM_SHAPE_FEATURES
 _NUM_INPUTS = 3  # log-magnitude, sign, normalized parameter
@@ -127,8 +128,7 @@ class LSTMLOpt(LearnedOptimizer):
         c = _sigmoid(gate(1)) * leaf.c + _sigmoid(gate(0)) * jnp.tanh(gate(2))
         # Write c (masked: non-finite gradient entries keep their state) before h reads it, so
         # the input/forget/cell gates are computed once, in c's loop.
-        if ctx.grad is not None:
-            c = F.keep_finite(ctx.grad.finite, c, leaf.c)
+        c = F.keep_finite(ctx.grad.finite, c, leaf.c)
         h = _sigmoid(gate(3)) * jnp.tanh(c)
         return LSTMLeaf(h, c), None
 

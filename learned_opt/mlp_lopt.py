@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from learned_opt import features as F
 from learned_opt import nets
-from learned_opt.base import LearnedOptimizer, StepContext, Theta, register
+from learned_opt.base import LearnedOptimizer, StepContext, Theta
+from learned_opt.registry import register
 
 # Per-tensor features: time, progress, shape, log parameter RMS.
 _NUM_GLOBAL = len(F.DEFAULT_TIMESCALES) + F.NUM_PROGRESS_FEATURES + F.NUM_SHAPE_FEATURES + 1
@@ -93,8 +94,7 @@ class MLPLOpt(LearnedOptimizer):
         nu_bc = F.bias_correction(jnp.float32(self.second_moment_decay), ctx.count)
         r = F.rsqrt_eps(new_leaf.nu * nu_bc, self.eps)
         p_rms = F.tensor_rms(p, 1e-8)
-        g_rms = (F.tensor_rms(g, 1e-12) if ctx.grad is None
-                 else F.grad_rms(ctx.grad, g.size, 1e-12))
+        g_rms = F.grad_rms(ctx.grad, g.size, 1e-12)
         xs = [g * r]
         xs += [new_leaf.momenta[k] * (momentum_bc[k] * r)
                for k in range(len(self.momentum_decays))]

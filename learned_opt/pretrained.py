@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from learned_opt.base import LearnedOptimizer, get_lopt
+from learned_opt.base import LearnedOptimizer
+from learned_opt.registry import get_lopt
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 FORMAT = "learned_opt.pretrained/v1"

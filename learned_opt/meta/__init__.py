@@ -10,14 +10,16 @@ an optax outer loop, sharding over devices and processes, and resumable checkpoi
     score = meta.evaluate(unroller, state.theta, fixed_population)["meta_loss"]  # forward only
 
 Several shape groups (or task families) train one theta together when the trainer gets one
-unroller per group; each group is its own vmapped sub-population of `num_tasks` tasks:
+unroller per group (a `meta.Mixture`, or a list of unrollers); each group is its own vmapped
+sub-population of `num_tasks` tasks:
 
     trainer = meta.MetaTrainer([meta.TruncatedUnroller(family, g, lopt, unroll_length=20,
                                                        schedule=schedule) for g in groups],
                                meta.get_estimator("pes"), num_tasks=8)
 """
 
-from learned_opt.meta.estimators import ES, PES, TBPTT, evaluate, get_estimator, meta_grad
+from learned_opt.meta.aggregation import Mixture, evaluate, meta_grad
+from learned_opt.meta.estimators import ES, PES, TBPTT, get_estimator
 from learned_opt.meta.objectives import MetaObjective
 from learned_opt.meta.population import TaskState, TruncatedUnroller
 from learned_opt.meta.sharding import population_mesh, sharded_meta_grad
@@ -33,6 +35,7 @@ __all__ = [
     "MetaObjective",
     "MetaTrainState",
     "MetaTrainer",
+    "Mixture",
     "TaskState",
     "TruncatedUnroller",
     "default_outer_tx",

@@ -1,12 +1,12 @@
 """Meta-gradient estimators behind one interface: TBPTT, antithetic ES and PES.
 
 An estimator turns one task's truncated unroll into that task's contribution to the
-meta-gradient; the population average of the contributions is the estimate:
+meta-gradient; the population average of the contributions is the estimate (see
+`aggregation.meta_grad`, and `sharding.sharded_meta_grad` over a device mesh):
 
     estimator = get_estimator("pes", sigma=0.01)
     est_state = estimator.init(theta, num_tasks)             # per-task state (PES accumulators)
-    grad, est_state, population, metrics = meta_grad(estimator, unroller, theta, est_state,
-                                                     population)
+    contribution = estimator.task_grad(unroller, theta, est_state_of_task, task_state)
 
 * TBPTT: the exact gradient of the truncated objective, back-propagated through the K inner
   steps (each rematerialized unless `TruncatedUnroller.remat` is off). Biased across
@@ -120,8 +120,7 @@ class ES:
 
     def task_grad(self, unroller, theta, est_state, task_state) -> TaskGrad:
         task_state, was_reset = unroller.reset_finished(theta, task_state)
-        eps = _perturbation(theta, pop_lib.step_key(task_state.traj_key, task_state.step,
-                                                    pop_lib._PERTURBATION), self.sigma)
+        eps = _perturbation(theta, pop_lib.perturbation_key(task_state), self.sigma)
         thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e]), theta, eps)
         objectives, new_state, metrics = unroller.unroll(thetas, task_state)
         weight = (objectives[0] - objectives[1]) / (2 * self.sigma**2)
@@ -148,8 +147,7 @@ class PES:
         task_state, was_reset = unroller.reset_finished(theta, task_state)
         # A new trajectory starts with no accumulated perturbation.
         accumulated = jax.tree.map(lambda a: jnp.where(was_reset, 0.0, a), est_state)
-        eps = _perturbation(theta, pop_lib.step_key(task_state.traj_key, task_state.step,
-                                                    pop_lib._PERTURBATION), self.sigma)
+        eps = _perturbation(theta, pop_lib.perturbation_key(task_state), self.sigma)
         # The +particle's inner state has seen theta + accumulated; it continues with theta + eps.
         thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e]), theta, eps)
         objectives, new_state, metrics = unroller.unroll(thetas, task_state)
@@ -170,85 +168,3 @@ def get_estimator(name: str, **kwargs):
     if name == "tbptt":
         kwargs.pop("sigma", None)
     return ESTIMATORS[name](**kwargs)
-
-
-def _group_task_grads(estimator, unroller, theta, est_state, population):
-    if hasattr(estimator, "population_grads"):
-        return estimator.population_grads(unroller, theta, est_state, population)
-
-    def one_task(est_task_state, task_state):
-        return estimator.task_grad(unroller, theta, est_task_state, task_state)
-
-    out = jax.vmap(one_task)(est_state, population)
-    grad_sum = jax.tree.map(lambda g: jnp.sum(g, axis=0), out.grad)
-    metric_sums = {k: jnp.sum(v, axis=0) for k, v in out.metrics.items()}
-    return grad_sum, out.est_state, out.task_state, metric_sums
-
-
-def is_mixture(unroller) -> bool:
-    """True for a tuple of unrollers: one sub-population per static shape group."""
-    return isinstance(unroller, tuple)
-
-
-def num_population_tasks(population) -> int:
-    """Tasks in a population, or in all sub-populations of a mixture (a tuple)."""
-    groups = (population,) if isinstance(population, pop_lib.TaskState) else population
-    return sum(jax.tree.leaves(p.step)[0].shape[0] for p in groups)
-
-
-def population_task_grads(estimator, unroller, theta, est_state, population):
-    """Sum over the tasks given of their meta-gradient contributions (and metric sums).
-
-    `unroller` is one `TruncatedUnroller`, or a tuple of them (a mixture of shape groups):
-    then `est_state` and `population` are tuples too, one sub-population per group, each
-    vmapped on its own, and the sums run over every task of every group. The metric sums
-    then also hold `meta_loss_group{i}`, scaled so that dividing by the total task count
-    gives group i's mean.
-    """
-    if not is_mixture(unroller):
-        return _group_task_grads(estimator, unroller, theta, est_state, population)
-    if not len(unroller) == len(est_state) == len(population):
-        raise ValueError(f"a mixture of {len(unroller)} groups needs as many sub-populations "
-                         f"and estimator states, got {len(population)} and {len(est_state)}")
-    outs = [_group_task_grads(estimator, u, theta, e, p)
-            for u, e, p in zip(unroller, est_state, population, strict=True)]
-    grad_sum = jax.tree.map(lambda *g: sum(g), *[out[0] for out in outs])
-    sums = {k: sum(out[3][k] for out in outs) for k in outs[0][3]}
-    total = num_population_tasks(population)
-    for i, (out, group_population) in enumerate(zip(outs, population, strict=True)):
-        share = total / num_population_tasks(group_population)
-        sums[f"meta_loss_group{i}"] = out[3]["meta_loss"] * share
-    return (grad_sum, tuple(out[1] for out in outs), tuple(out[2] for out in outs), sums)
-
-
-def meta_grad(estimator, unroller, theta, est_state, population):
-    """Population-mean meta-gradient on one device: (grad, est_state, population, metrics).
-
-    Metrics are population means, except the counters `num_resets` and `num_nonfinite`
-    (totals). For a mixture (tuple of unrollers), the mean runs over every task of every
-    group. See `learned_opt.meta.sharding` for the same over a device mesh.
-    """
-    num_tasks = num_population_tasks(population)
-    grad_sum, est_state, population, sums = population_task_grads(
-        estimator, unroller, theta, est_state, population)
-    return (jax.tree.map(lambda g: g / num_tasks, grad_sum), est_state, population,
-            finalize_metrics(sums, num_tasks))
-
-
-def evaluate(unroller, theta, population) -> dict:
-    """Forward-only metrics of one unroll of every task under `theta` (no meta-gradient).
-
-    `population`: single-particle task states (e.g. `unroller.new_trajectory(k, theta, 1)`
-    vmapped); nothing is reset. Returns population means of `meta_loss` and `train_loss`
-    (what `meta_grad` reports) and the total `num_nonfinite`, at the cost of the forward pass
-    only: use it to score a theta, e.g. before and after meta-training on fixed tasks.
-    """
-    thetas = jax.tree.map(lambda x: x[None], theta)
-    objectives, _, metrics = jax.vmap(lambda s: unroller.unroll(thetas, s))(population)
-    return {"meta_loss": jnp.mean(objectives), "train_loss": jnp.mean(metrics["train_loss"]),
-            "num_nonfinite": jnp.sum(metrics["num_nonfinite"])}
-
-
-def finalize_metrics(sums: dict, num_tasks: int) -> dict:
-    """Population sums -> means (counters stay totals)."""
-    return {k: v if k.startswith("num_") else v / num_tasks for k, v in sums.items()}

@@ -62,6 +62,12 @@ def step_key(traj_key: jax.Array, step: jax.Array, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(traj_key, step), stream)
 
 
+def perturbation_key(state: TaskState) -> jax.Array:
+    """Key of the theta perturbation an ES / PES estimator draws for `state`'s next segment
+    (from the task's own trajectory key and step, like its batches)."""
+    return step_key(state.traj_key, state.step, _PERTURBATION)
+
+
 def _tree_where(cond: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(cond, a, b), on_true, on_false)
 

@@ -20,7 +20,7 @@ import jax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from learned_opt.meta.estimators import finalize_metrics, population_task_grads
+from learned_opt.meta.aggregation import as_mixture, finalize_metrics, population_task_grads
 from parallel import mesh as mesh_lib
 
 AXIS = mesh_lib.DATA
@@ -47,11 +47,13 @@ def population_sharding(mesh: Mesh):
 def sharded_meta_grad(estimator, unroller, mesh: Mesh, num_tasks: int):
     """`(theta, est_state, population) -> (grad, est_state, population, metrics)` over `mesh`.
 
-    Same contract as `estimators.meta_grad`; grad and metrics come back replicated. For a
-    mixture (`unroller` a tuple, one sub-population per group), `num_tasks` is the total over
-    the groups, and every sub-population is split over the devices on its own.
+    Same contract as `aggregation.meta_grad`; grad and metrics come back replicated. For a
+    mixture (`unroller` an `aggregation.Mixture`, or a tuple of unrollers; one sub-population
+    per group), `num_tasks` is the total over the groups, and every sub-population is split
+    over the devices on its own.
     """
     check_divisible(num_tasks, mesh)
+    unroller = as_mixture(unroller)
 
     def per_device(theta, est_state, population):
         grad_sum, est_state, population, sums = population_task_grads(

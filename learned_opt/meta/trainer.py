@@ -33,6 +33,7 @@ import optax
 from jax.sharding import Mesh
 
 from learned_opt.meta import sharding as sharding_lib
+from learned_opt.meta.aggregation import Mixture, as_mixture
 from learned_opt.meta.population import TaskState, TruncatedUnroller
 from parallel import mesh as mesh_lib
 
@@ -57,19 +58,6 @@ def default_outer_tx(learning_rate: float, grad_clip: float = 1.0) -> optax.Grad
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
 
 
-def _check_mixture(unrollers: tuple[TruncatedUnroller, ...]) -> None:
-    """Groups of a mixture must agree on everything but the task family and group."""
-    if not unrollers:
-        raise ValueError("a mixture needs at least one unroller")
-    for u in unrollers:
-        if not isinstance(u, TruncatedUnroller):
-            raise TypeError(f"a mixture holds TruncatedUnrollers, got {type(u).__name__}")
-    for name in ("lopt", "unroll_length", "schedule", "objective", "remat"):
-        values = [getattr(u, name) for u in unrollers]
-        if any(v != values[0] for v in values):
-            raise ValueError(f"the unrollers of a mixture must share {name}; got {values}")
-
-
 def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -77,16 +65,15 @@ def _all_finite(tree: PyTree) -> jax.Array:
 class MetaTrainer:
     """Builds the jitted init and step functions for one unroller + estimator + mesh."""
 
-    def __init__(self, unroller: TruncatedUnroller | Sequence[TruncatedUnroller], estimator, *,
-                 num_tasks: int, outer_tx: optax.GradientTransformation | None = None,
-                 mesh: Mesh | None = None):
-        """`unroller`: one unroller, or a sequence of them (a mixture, one per shape group);
+    def __init__(self, unroller: TruncatedUnroller | Mixture | Sequence[TruncatedUnroller],
+                 estimator, *, num_tasks: int,
+                 outer_tx: optax.GradientTransformation | None = None, mesh: Mesh | None = None):
+        """`unroller`: one unroller, or a `Mixture` / sequence of them (one per shape group);
         `num_tasks`: population size, per group for a mixture."""
-        if isinstance(unroller, TruncatedUnroller):
-            self.unroller = unroller
-        else:
-            self.unroller = tuple(unroller)
-            _check_mixture(self.unroller)
+        self.unroller = as_mixture(unroller)
+        if not isinstance(self.unroller, (TruncatedUnroller, Mixture)):
+            raise TypeError(f"unroller must be a TruncatedUnroller, a Mixture or a sequence of "
+                            f"TruncatedUnrollers, got {type(unroller).__name__}")
         self.estimator = estimator
         self.num_tasks = int(num_tasks)
         self.outer_tx = outer_tx if outer_tx is not None else default_outer_tx(1e-3)
@@ -100,7 +87,9 @@ class MetaTrainer:
     @property
     def unrollers(self) -> tuple[TruncatedUnroller, ...]:
         """The unroller of every group (one for a single-group population)."""
-        return self.unroller if isinstance(self.unroller, tuple) else (self.unroller,)
+        if isinstance(self.unroller, Mixture):
+            return self.unroller.unrollers
+        return (self.unroller,)
 
     @property
     def total_tasks(self) -> int:
@@ -136,7 +125,7 @@ class MetaTrainer:
             keys)
 
     def _init(self, key: jax.Array, theta: PyTree) -> MetaTrainState:
-        if isinstance(self.unroller, tuple):
+        if isinstance(self.unroller, Mixture):
             population = tuple(self._init_population(jax.random.fold_in(key, g), theta, u)
                                for g, u in enumerate(self.unroller))
             est_state = tuple(self.estimator.init(theta, self.num_tasks) for _ in population)

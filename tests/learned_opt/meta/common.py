@@ -5,7 +5,7 @@ from toy import QuadraticFamily
 
 import learned_opt as lo
 from learned_opt import meta
-from learned_opt.meta.distributed import fetch_replicated
+from parallel.distributed import fetch_replicated
 
 NUM_TASKS = 8
 

@@ -22,7 +22,7 @@ from toy import QuadraticFamily  # noqa: E402
 
 import learned_opt as lo  # noqa: E402
 from learned_opt import meta  # noqa: E402
-from learned_opt.meta import estimators  # noqa: E402
+from learned_opt.meta import aggregation, estimators  # noqa: E402
 
 FAMILY = QuadraticFamily(dim=4, noise=0.1)
 LOPT = lo.LearnedAdam(learning_rate=0.05)
@@ -70,7 +70,7 @@ def smoothed_gradient(unroller, population, num_samples, seed=1):
     def grad_at(key):
         eps = estimators._perturbation(THETA, key, SIGMA)
         theta = jax.tree.map(jnp.add, THETA, eps)
-        g, *_ = estimators.meta_grad(tbptt, unroller, theta, tbptt.init(theta, num_tasks(
+        g, *_ = aggregation.meta_grad(tbptt, unroller, theta, tbptt.init(theta, num_tasks(
             population)), population)
         return flat_jnp(g)
 
@@ -94,7 +94,7 @@ def test_tbptt_matches_finite_differences():
 
     @jax.jit
     def grad_and_value(theta):
-        g, _, _, metrics = estimators.meta_grad(tbptt, unroller, theta, est_state, population)
+        g, _, _, metrics = aggregation.meta_grad(tbptt, unroller, theta, est_state, population)
         return g, metrics["meta_loss"]
 
     grad, value = grad_and_value(THETA)
@@ -123,7 +123,7 @@ def test_tbptt_remat_changes_memory_not_the_gradient():
     grads = []
     for remat in (True, False):
         u = dataclasses.replace(unroller, remat=remat)
-        g, _, new_population, _ = jax.jit(functools.partial(estimators.meta_grad, tbptt, u))(
+        g, _, new_population, _ = jax.jit(functools.partial(aggregation.meta_grad, tbptt, u))(
             THETA, tbptt.init(THETA, 4), population)
         grads.append((flat(g), flat(new_population.inner.params)))
     np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-7)

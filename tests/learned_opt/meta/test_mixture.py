@@ -15,7 +15,7 @@ from toy import QuadraticFamily  # noqa: E402
 
 import learned_opt as lo  # noqa: E402
 from learned_opt import meta  # noqa: E402
-from learned_opt.meta import estimators  # noqa: E402
+from learned_opt.meta import aggregation  # noqa: E402
 from learned_opt.meta.checkpoint import MetaCheckpointer, keys_to_data  # noqa: E402
 
 FAMILY = QuadraticFamily(dim=4, noise=0.1)
@@ -59,7 +59,7 @@ def test_sharded_mixture_meta_gradient_is_the_mean_of_the_group_meta_gradients()
     assert isinstance(new_pop, tuple) and len(new_pop) == 2 and isinstance(new_est, tuple)
     assert len(new_pop[1].step.sharding.device_set) == 8
     # ...against each group alone on one device.
-    singles = [jax.jit(lambda e, p, u=u: estimators.meta_grad(pes, u, THETA, e, p))(e, p)
+    singles = [jax.jit(lambda e, p, u=u: aggregation.meta_grad(pes, u, THETA, e, p))(e, p)
                for u, e, p in zip(unrollers, est_states, populations, strict=True)]
     for leaf, *group_leaves in zip(jax.tree.leaves(grad),
                                    *[jax.tree.leaves(s[0]) for s in singles], strict=True):
@@ -115,3 +115,18 @@ def test_mixture_groups_must_share_the_unroll_setup():
     with pytest.raises(ValueError, match="must share unroll_length"):
         meta.MetaTrainer([a, other], meta.PES(), num_tasks=8)
     del b
+
+
+def test_mixture_is_an_explicit_type_checked_at_construction():
+    a, b = _unrollers()
+    mixture = meta.Mixture((a, b))
+    assert aggregation.as_mixture([a, b]) == mixture and aggregation.as_mixture(a) is a
+    trainer = meta.MetaTrainer(mixture, meta.PES(), num_tasks=8)
+    assert trainer.unroller == mixture and trainer.unrollers == (a, b)
+    assert trainer.total_tasks == 16
+    with pytest.raises(ValueError, match="at least one unroller"):
+        meta.Mixture(())
+    with pytest.raises(TypeError, match="holds TruncatedUnrollers, got str"):
+        meta.Mixture((a, "b"))
+    with pytest.raises(TypeError, match="unroller must be a TruncatedUnroller"):
+        meta.MetaTrainer(object(), meta.PES(), num_tasks=8)

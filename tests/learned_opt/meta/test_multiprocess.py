@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from common import run_toy_meta_steps  # noqa: E402
 
-WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
+WORKER = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
 
 
 def _free_port() -> int:

@@ -1,4 +1,4 @@
-"""One process of the 2-process meta-gradient test (run by test_distributed.py).
+"""One process of the 2-process meta-gradient test (run by test_multiprocess.py).
 
 argv: coordinator_address process_id output.npz
 """
@@ -9,7 +9,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
-from learned_opt.meta import distributed  # noqa: E402
+from parallel import distributed  # noqa: E402
 
 distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
                        local_device_count=2)

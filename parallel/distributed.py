@@ -1,17 +1,16 @@
-"""Meta-training across processes and hosts: `jax.distributed` plus the same sharded step.
+"""Multi-process runs: join a `jax.distributed` run, and read replicated results on any process.
 
 Each process calls `initialize` once, before any other JAX call; after it `jax.devices()` lists
-the devices of every process, so `population_mesh()` spans them all and the trainer's jitted
-step runs as one SPMD program: each process unrolls the tasks on its own devices and the
-meta-gradient's `psum` crosses processes (gloo on CPU, NCCL on GPU, ICI/DCN on TPU). No
-home-made networking: on a TPU pod slice or a SLURM GPU cluster `initialize()` with no
-arguments discovers the coordinator itself.
+the devices of every process, so a mesh over `jax.devices()` spans them all and a jitted step
+over it runs as one SPMD program whose collectives cross processes (gloo on CPU, NCCL on GPU,
+ICI/DCN on TPU). No home-made networking: on a TPU pod slice or a SLURM GPU cluster
+`initialize()` with no arguments discovers the coordinator itself.
 
     distributed.initialize("localhost:12345", num_processes=2, process_id=i,
                            local_device_count=4)            # CPU test: 2 x 4 devices
-    trainer = MetaTrainer(unroller, estimator, num_tasks=16)  # mesh over all 8 devices
-    state, metrics = trainer.step(trainer.init(key, theta))
-    grad_norm = fetch_replicated(metrics["grad_norm"])       # same value on every process
+    mesh = parallel.mesh.make_mesh({"data": -1})             # over all 8 devices
+    loss = jax.jit(step, ...)(...)                           # replicated over the mesh
+    value = distributed.fetch_replicated(loss)               # same value on every process
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+CPU_COLLECTIVES = ("gloo", "mpi")
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -33,7 +34,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       local_device_count: simulated CPU devices of this process (CPU runs only).
       cpu_collectives: CPU cross-process collectives, "gloo" (or "mpi").
     """
-    if cpu_collectives not in ("gloo", "mpi"):
+    if cpu_collectives not in CPU_COLLECTIVES:
         raise ValueError(f"unknown cpu_collectives {cpu_collectives!r}; valid: gloo, mpi")
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if local_device_count is not None:
@@ -43,5 +44,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 def fetch_replicated(tree: Any) -> Any:
-    """Host numpy copies of replicated arrays (works when they span other processes too)."""
+    """Host numpy copies of replicated arrays (works when they span other processes too:
+    each process reads its own first shard, which holds the whole value)."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
