@@ -1,11 +1,16 @@
-"""Benchmark learned optimizers against per-task-tuned SGD, Nesterov, Adam and AdamW.
+"""Benchmark learned optimizers against tuned and tuning-free baselines, under two protocols.
 
     python -m experiments.benchmark --config experiments/configs/benchmark_quick.py \
-        --workdir workdirs/benchmark [--config.num_steps=500 ...]
+        --workdir workdirs/benchmark [--config.protocol=optimization --config.num_steps=500 ...]
 
-Each baseline is tuned per task (`experiments.benchmarking.tuning`, Optuna study in
-`<workdir>/optuna.db`), then every optimizer trains on the final seeds; only those final runs
-read the test split. Outputs and the results.json schema: `experiments.benchmarking.results`.
+The config is parsed once (`benchmarking.spec.BenchmarkSpec`: bad names fail before anything
+compiles). Tuned optimizers (SGD, Nesterov, Adam, AdamW, Muon, learned optimizers that take a
+learning rate) are tuned per task once (`benchmarking.tuning`, Optuna study in
+`<workdir>/optuna.db`); the optimization protocol picks winners by the training loss, the
+generalization protocol by the validation loss. Adam(1e-3), the tuning-free optax.contrib
+optimizers and every learned optimizer at its default form the self-tuning track (0 trials).
+Only the final runs read the test split. Outputs and the results.json schema:
+`experiments.benchmarking.results`.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from pathlib import Path
 
 from experiments import cli, tracking
 from experiments.benchmarking import report, results, runner
+from experiments.benchmarking.spec import BenchmarkSpec
 
 
 def main(config, workdir):
-    tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))
-    outcome = runner.run_benchmark(config, workdir, tracker)
+    spec = BenchmarkSpec.from_config(config)
+    tracker = tracking.start_run(workdir, config=config, backends=spec.backends)
+    outcome = runner.run_benchmark(spec, workdir, tracker)
     paths = results.write_results(outcome, workdir, tracker)
     tracker.finish()
     print(report.headline_text(outcome))

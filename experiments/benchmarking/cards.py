@@ -1,110 +1,147 @@
-"""Benchmark figures of one learned optimizer, gathered for its pretrained card.
+"""Benchmark figures of one learned optimizer, gathered for its pretrained card, per protocol.
 
-A card's `heldout_results` block is built from one or more `results.json` files of
-`experiments.benchmark` (e.g. a held-out run and an out-of-distribution run in separate
-workdirs): one entry per task (speedup, train/test loss and accuracy next to tuned Adam's,
-diverged seeds) and the counts per distribution kind that `runner.headline_summary` reports.
+A card's `heldout_results` block is rebuilt from one or more `results.json` files (schema 2) of
+`experiments.benchmark` (e.g. held-out and out-of-distribution runs in separate workdirs):
+  tasks:  one entry per task: under each protocol, this optimizer's score next to tuned Adam's
+          and Adam(1e-3)'s, its speedups against both, diverged seeds; at its default (the
+          self-tuning track) and, when it was tuned, at its tuned learning rate;
+  counts: per protocol, entry ("default" | "tuned_lr"), group (GROUPS) and reference: tasks
+          with a lower score, reached target, diverged tasks, median / IQM speedup and
+          normalised score with 95% bootstrap intervals over tasks x seeds
+          (`benchmarking.summary.aggregate`).
 
-    python -m experiments.card_results --config.label=adafac_mlp_mnist1d_mlp \
-        --config.results=workdirs/b_heldout/results.json,workdirs/b_ood/results.json \
+    python -m experiments.card_results --config.label=adafac_mlp_mnist1d_mlp \\
+        --config.results=workdirs/b_heldout/results.json,workdirs/b_ood/results.json \\
         [--config.card=learned_opt/pretrained/adafac_mlp_mnist1d_mlp.json --config.write=True]
 
-Without `write` the command prints the block; with it, the card's `heldout_results.tasks` and
-`.counts` are replaced (its prose `summary`, `commands` and `settings` are kept: edit those by
-hand to match). The weights file and its sha256 are never touched.
+Without `write` the command prints the block; with it, the card's `heldout_results.tasks`,
+`.counts`, `.protocols` and `.results_schema_version` are replaced (its prose `summary`,
+`commands` and `settings` are kept: edit those by hand to match). Results files of an older
+schema (which mixed protocols) are refused. The weights file and its sha256 are never touched.
 """
 
 from __future__ import annotations
 
 import json
 
-from experiments.benchmarking.runner import headline_summary
+from experiments.benchmarking import summary as summary_lib
+from experiments.benchmarking.plan import TUNED_LR_SUFFIX
+from experiments.benchmarking.results import SCHEMA_VERSION
 
 # Card count groups: benchmark's distribution kinds, with the out-of-distribution tasks split
-# into the OOD suite (the issue's target) and held-out tasks of families it never saw.
+# into the OOD suite and held-out tasks of families it never saw.
 GROUPS = {("heldout_in_family", "heldout"): "held_out_in_family",
           ("out_of_distribution", "heldout"): "held_out_of_other_family",
           ("out_of_distribution", "ood"): "ood_suite"}
-# results.json files written before `distribution_kind` existed carry only the words.
-_KIND_OF_WORDS = (("held-out task of meta-training family", "heldout_in_family"),
-                  ("named task of meta-training family", "named_in_family"),
-                  ("out of distribution", "out_of_distribution"),
-                  ("not meta-trained", "not_meta_trained"))
+ENTRIES = {"default": "", "tuned_lr": TUNED_LR_SUFFIX}
+REFERENCES = ("adam", "adam@1e-3")
 
 
-def _with_kinds(record: dict) -> dict:
-    if "distribution_kind" in record:
-        return record
-    kinds = {}
-    for label, words in record["distribution"].items():
-        kinds[label] = next(kind for prefix, kind in _KIND_OF_WORDS if words.startswith(prefix))
-    return {**record, "distribution_kind": kinds}
+def _round(value, digits=4):
+    return None if value is None else round(float(value), digits)
 
 
-def _mean(entry, metric):
-    value = entry["final"].get(metric, {}).get("mean")
-    return None if value is None else round(float(value), 4)
+def _check(results: list[dict]) -> list[str]:
+    """The protocols every results file ran (their intersection, in order)."""
+    for index, result in enumerate(results):
+        version = result.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"results file #{index + 1} has schema_version {version}, expected "
+                             f"{SCHEMA_VERSION}: older files mix the protocols; re-run the "
+                             "benchmark")
+    protocols = [p for p in results[0]["protocols"] if all(p in r["protocols"] for r in results)]
+    if not protocols:
+        raise ValueError("the results files share no protocol")
+    return protocols
 
 
-def task_entries(results: list[dict], label: str) -> list[dict]:
-    """One dict per task of `results` that ran `label`, in file order; later files win on a
-    task label that several files ran."""
-    entries = {}
-    for result in results:
-        for record in result["tasks"]:
-            entry = record["optimizers"].get(label)
-            if entry is None:
-                continue
-            adam = record["optimizers"].get("adam", {"final": {}})
-            speedup = (entry["speedup"] or {}).get("speedup")
-            entries[record["label"]] = {
-                "task": record["label"],
-                "distribution": record["distribution"][label],
-                "speedup_vs_tuned_adam_train_loss": None if speedup is None else round(speedup, 2),
-                "train_loss": _mean(entry, "train_loss"),
-                "adam_train_loss": _mean(adam, "train_loss"),
-                "test_loss": _mean(entry, "test_loss"), "adam_test_loss": _mean(adam, "test_loss"),
-                "test_accuracy": _mean(entry, "test_accuracy"),
-                "adam_test_accuracy": _mean(adam, "test_accuracy"),
-                "diverged_seeds": int(sum(bool(d) for d in entry["diverged"])),
-            }
-    if not entries:
-        labels = sorted({name for r in results for t in r["tasks"] for name in t["optimizers"]})
-        raise ValueError(f"no task in these results ran {label!r}; optimizers found: {labels}")
-    return list(entries.values())
-
-
-def _group(record: dict, label: str) -> str:
-    kind = record["distribution_kind"][label]
-    return GROUPS.get((kind, record["origin"]), kind)
-
-
-def counts(results: list[dict], label: str) -> dict:
-    """Per group of GROUPS: num_tasks, speedup_ge_2, train/test loss within 10% of Adam,
-    diverged_tasks, median_speedup (never reached = 0), over the tasks of `task_entries`."""
+def _records(results: list[dict], label: str) -> dict[str, dict]:
+    """Task label -> record for the tasks that ran `label`; later files win."""
     records = {}
     for result in results:
         for record in result["tasks"]:
             if label in record["optimizers"]:
-                records[record["label"]] = _with_kinds(record)
-    groups = {}
-    for record in records.values():
-        groups.setdefault(_group(record, label), []).append(record)
+                records[record["label"]] = record
+    if not records:
+        labels = sorted({name for r in results for t in r["tasks"] for name in t["optimizers"]})
+        raise ValueError(f"no task in these results ran {label!r}; optimizers found: {labels}")
+    return records
+
+
+def _protocol_entry(run: dict, record: dict, protocol: str) -> dict:
+    def score(name):
+        entry = record["optimizers"].get(name)
+        return None if entry is None else _round(entry["runs"][protocol]["score"]["mean"])
+
+    out = {"score": _round(run["score"]["mean"]), "tuned_adam_score": score("adam"),
+           "adam_1e-3_score": score("adam@1e-3"), "hparams": run["hparams"],
+           "diverged_seeds": int(sum(bool(d) for d in run["diverged"]))}
+    for ref in REFERENCES:
+        if ref in run["vs"]:
+            speedup = run["vs"][ref]["speedup"]["speedup"]
+            out[f"speedup_vs_{ref}"] = None if speedup is None else round(speedup, 2)
+    if protocol == "generalization":
+        best = run["at_best_valid"]
+        out["test_accuracy_at_best_valid"] = _round((best.get("test_accuracy") or {}).get("mean"))
+        out["final_test_loss"] = _round(run["final"]["test_loss"]["mean"])
+    return out
+
+
+def task_entries(results: list[dict], label: str) -> list[dict]:
+    """One dict per task that ran `label`, in file order (later files win on a shared task)."""
+    protocols = _check(results)
+    entries = []
+    for record in _records(results, label).values():
+        entry = {"task": record["label"], "distribution": record["distribution"][label]}
+        for protocol in protocols:
+            entry[protocol] = {
+                name: _protocol_entry(record["optimizers"][label + suffix]["runs"][protocol],
+                                      record, protocol)
+                for name, suffix in ENTRIES.items() if label + suffix in record["optimizers"]}
+        entries.append(entry)
+    return entries
+
+
+def _compact(agg: dict) -> dict:
+    out = {k: agg[k] for k in ("num_tasks", "num_seeds", "tasks_won", "reached_target",
+                               "diverged_tasks")}
+    for what in ("speedup", "normalized_loss"):
+        for stat in ("median", "iqm"):
+            out[f"{what}_{stat}"] = _round(agg[what][stat], 3)
+            out[f"{what}_{stat}_ci95"] = [_round(v, 3) for v in agg[what][f"{stat}_ci"]]
+    return out
+
+
+def counts(results: list[dict], label: str, *, num_resamples: int = 2000, seed: int = 0) -> dict:
+    """{protocol: {entry: {group: {reference: compact aggregate}}}} over `task_entries`' tasks."""
+    protocols = _check(results)
+    groups: dict[str, list[dict]] = {}
+    for record in _records(results, label).values():
+        kind = record["distribution_kind"][label]
+        groups.setdefault(GROUPS.get((kind, record["origin"]), kind), []).append(record)
     out = {}
-    for group, members in groups.items():
-        (c,) = headline_summary(members, [label])[label].values()
-        out[group] = {
-            "num_tasks": c["num_tasks"], "speedup_ge_2": c["speedup_ge_2"],
-            "train_loss_within_10pct_of_adam": c["within_10pct_of_adam"],
-            "test_loss_within_10pct_of_adam": c["test_within_10pct_of_adam"],
-            "diverged_tasks": c["diverged"], "median_speedup": round(c["median_speedup"], 2)}
+    for protocol in protocols:
+        out[protocol] = {}
+        for name, suffix in ENTRIES.items():
+            by_group = {}
+            for group, members in groups.items():
+                runs = [r["optimizers"][label + suffix]["runs"][protocol] for r in members
+                        if label + suffix in r["optimizers"]]
+                if runs:
+                    by_group[group] = {ref: _compact(summary_lib.aggregate(
+                        runs, ref, num_resamples=num_resamples, seed=seed))
+                        for ref in REFERENCES if ref in runs[0]["vs"]}
+            if by_group:
+                out[protocol][name] = by_group
     return out
 
 
 def update_card(card: dict, results: list[dict], label: str) -> dict:
-    """`card` with `heldout_results.tasks` / `.counts` rebuilt from `results` (a copy)."""
+    """`card` with its `heldout_results` figures rebuilt from `results` (a copy)."""
     card = json.loads(json.dumps(card))
     block = card.setdefault("heldout_results", {})
+    block["results_schema_version"] = SCHEMA_VERSION
+    block["protocols"] = _check(results)
     block["tasks"] = task_entries(results, label)
     block["counts"] = counts(results, label)
     return card

@@ -13,19 +13,24 @@ Learned optimizers are given as specs (`config.learned`, comma-separated):
                        by `experiments.meta_train` into its workdir;
   * `default:ARCH`     architecture ARCH (`lo.list_lopts()`) with its *untrained* default theta
                        `lopt.init(key(config.lopt_init_seed))`, labelled "untrained default".
-They are never tuned per task.
+A learned optimizer whose `lopt.optimizer` takes a `learning_rate` (and whose card, or
+signature, gives its default) can be tuned on a grid relative to that default
+(`LearnedSpec.default_learning_rate`); one without it is reported at its default only.
 
-    suite = build_suite(config)                    # [SuiteTask(label, task, origin, family)]
-    learned = [resolve_learned(s, num_steps) for s in parse_names(config.learned)]
+    suite = build_suite(spec.suite)                # [SuiteTask(label, task, origin, family)]
+    learned = [resolve_learned(s, num_steps) for s in spec.learned]
+    tx = learned[0].make_tx(learned[0].tx_args)    # tx_args: {"theta": ..., ["learning_rate"]}
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from experiments import cli
 
@@ -44,10 +49,13 @@ class SuiteTask(NamedTuple):
 
 
 class LearnedSpec(NamedTuple):
-    """A learned optimizer ready to run: `make_tx(tx_args)` inside jit, `tx_args` its theta.
+    """A learned optimizer ready to run: `make_tx(tx_args)` inside jit, `tx_args` =
+    {"theta": theta} plus {"learning_rate": its default, float32} when it takes one.
 
     meta_families: the task families it was meta-trained on (empty for an untrained default);
-    description: what it is, honestly ("untrained default", the pretrained card's name, ...).
+    description: what it is, honestly ("untrained default", the pretrained card's name, ...);
+    default_learning_rate: the default its relative tuning grid centres on; None when it takes
+    no learning rate (it then cannot be tuned).
     """
 
     label: str
@@ -57,6 +65,11 @@ class LearnedSpec(NamedTuple):
     meta_families: tuple[str, ...]
     description: str
     config: Mapping[str, Any]
+    default_learning_rate: float | None = None
+
+    @property
+    def tunable(self) -> bool:
+        return self.default_learning_rate is not None
 
 
 def parse_names(text: str | None) -> list[str]:
@@ -73,37 +86,36 @@ def _unique_label(label: str, taken: set[str]) -> str:
     return candidate
 
 
-def build_suite(config) -> list[SuiteTask]:
-    """The tasks of `config` (see the module docstring); ValueError names unknown tasks/families."""
+def build_suite(spec) -> list[SuiteTask]:
+    """The tasks of a `benchmarking.spec.SuiteSpec` (see the module docstring); ValueError names
+    unknown tasks / families."""
     import models
 
     suite: list[SuiteTask] = []
     taken: set[str] = set()
-    overrides = dict(config.get("task_overrides", {}) or {})
     families = set(models.list_families())
     valid_tasks = models.list_tasks()
-    for name in parse_names(config.get("tasks")):
+    for name in spec.tasks:
         if name not in valid_tasks:
             raise ValueError(f"unknown task {name!r}; valid tasks: {valid_tasks}")
-        task = models.get_task(name, **dict(overrides.get(name, {}) or {}))
+        task = models.get_task(name, **spec.overrides(name))
         suite.append(SuiteTask(_unique_label(name, taken), task, "named",
                                name if name in families else None))
-    for family in parse_names(config.get("heldout_families")):
+    for family in spec.heldout_families:
         if family not in families:
             raise ValueError(f"unknown task family {family!r}; valid families: {sorted(families)}")
-        tasks = models.heldout_tasks(family, int(config.num_heldout), int(config.heldout_seed))
+        tasks = models.heldout_tasks(family, spec.num_heldout, spec.heldout_seed)
         for index, task in enumerate(tasks):
             label = _unique_label(f"{family}/heldout{index}", taken)
             suite.append(SuiteTask(label, task, "heldout", family))
-    if config.get("ood", False):
-        wanted = parse_names(config.get("ood_names"))
+    if spec.ood:
         available = models.ood_suite()
         names = [name for name, _ in available]
-        unknown = [n for n in wanted if n not in names]
+        unknown = [n for n in spec.ood_names if n not in names]
         if unknown:
             raise ValueError(f"unknown out-of-distribution task(s) {unknown}; valid: {names}")
         for name, task in available:
-            if not wanted or name in wanted:
+            if not spec.ood_names or name in spec.ood_names:
                 suite.append(SuiteTask(_unique_label(f"ood/{name}", taken), task, "ood", None))
     if not suite:
         raise ValueError("the benchmark suite is empty: set config.tasks, config.heldout_families "
@@ -148,6 +160,31 @@ def _families_of_card(card: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(families)
 
 
+def _learning_rate_default(lopt, card: Mapping[str, Any]) -> float | None:
+    """The default learning rate of `lopt.optimizer` (the card's `learning_rate`, else the
+    signature's numeric default), or None when `optimizer` takes no `learning_rate`."""
+    parameter = inspect.signature(lopt.optimizer).parameters.get("learning_rate")
+    if parameter is None:
+        return None
+    value = card.get("learning_rate", parameter.default)
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def _learned_spec(label, kind, lopt, theta, num_steps, meta_families, description, config,
+                  card) -> LearnedSpec:
+    default_lr = _learning_rate_default(lopt, card)
+
+    def make_tx(tx_args):
+        kwargs = {"learning_rate": tx_args["learning_rate"]} if "learning_rate" in tx_args else {}
+        return lopt.optimizer(tx_args["theta"], num_steps=num_steps, **kwargs)
+
+    tx_args = {"theta": theta}
+    if default_lr is not None:
+        tx_args["learning_rate"] = jnp.float32(default_lr)
+    return LearnedSpec(label, kind, make_tx, tx_args, tuple(meta_families), description,
+                       config, default_lr)
+
+
 def resolve_learned(spec: str, num_steps: int, init_seed: int = 0) -> LearnedSpec:
     """A LearnedSpec from 'pretrained:NAME', 'checkpoint:PATH' or 'default:ARCH'; a ValueError
     lists the choices (a corrupt or foreign weights file fails in `load_pretrained_theta`)."""
@@ -161,12 +198,11 @@ def resolve_learned(spec: str, num_steps: int, init_seed: int = 0) -> LearnedSpe
         if name not in lo.list_lopts():
             raise ValueError(f"unknown learned optimizer {name!r}; valid: {lo.list_lopts()}")
         lopt = lo.get_lopt(name)
-        theta = lopt.init(jax.random.key(init_seed))
-        return LearnedSpec(
-            f"{name} (untrained default)", kind,
-            lambda theta: lopt.optimizer(theta, num_steps=num_steps), theta, (),
+        return _learned_spec(
+            f"{name} (untrained default)", kind, lopt, lopt.init(jax.random.key(init_seed)),
+            num_steps, (),
             f"{name} with its untrained default theta (init seed {init_seed}); not meta-trained",
-            {"architecture": lopt.config(), "init_seed": init_seed})
+            {"architecture": lopt.config(), "init_seed": init_seed}, {})
     from learned_opt import pretrained
 
     if kind == "pretrained":
@@ -179,8 +215,7 @@ def resolve_learned(spec: str, num_steps: int, init_seed: int = 0) -> LearnedSpe
     lopt, theta, card = pretrained.load_pretrained_theta(name)
     card_name = card.get("name", name)
     label = card_name if kind == "pretrained" else f"{card_name} (checkpoint)"
-    return LearnedSpec(
-        label, kind, lambda theta: lopt.optimizer(theta, num_steps=num_steps), theta,
-        _families_of_card(card),
+    return _learned_spec(
+        label, kind, lopt, theta, num_steps, _families_of_card(card),
         f"{kind} {card_name}: {lopt.name} meta-trained on {card.get('family', 'unknown family')}",
-        {k: v for k, v in card.items() if k not in ("config",)})
+        {k: v for k, v in card.items() if k not in ("config", "heldout_results")}, card)

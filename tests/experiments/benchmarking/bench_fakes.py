@@ -65,3 +65,51 @@ class FakeTask:
         if split in self.forbidden_splits:
             raise AssertionError(f"split {split!r} was read")
         return self.data[split]
+
+
+class TwoTargetTask:
+    """A scalar w pulled to 1 by the training loss and scored at 0.3 on valid / test.
+
+    loss = mean((w - target)^2) with target 1 on "train", 0.3 on "valid" and "test": the more a
+    run minimises the training loss, the worse its validation loss once w passes 0.3, so the
+    train-optimal and valid-optimal learning rates of a fixed step budget differ.
+    """
+
+    name = "two_target"
+    TARGETS = {"train": 1.0, "valid": 0.3, "test": 0.3}
+
+    def __init__(self, forbidden_splits=()):
+        self.forbidden_splits = tuple(forbidden_splits)
+        self.requested_splits = []
+
+    def init(self, key):
+        return {"w": 1e-4 * jax.random.normal(key, ())}
+
+    def sample_batch(self, key, split):
+        self.requested_splits.append(split)
+        if split in self.forbidden_splits:
+            raise AssertionError(f"split {split!r} was read")
+        return jnp.full((4,), self.TARGETS[split])
+
+    def loss(self, params, batch):
+        return jnp.mean((params["w"] - batch) ** 2)
+
+    def full_split(self, split):
+        return self.sample_batch(None, split)
+
+
+def fixed_learned_spec(label="fixed_sgd", learning_rate=None, fixed_rate=0.02):
+    """A stand-in learned optimizer (plain SGD): with `learning_rate` it takes one (default
+    `learning_rate`, tunable); without, it runs at `fixed_rate` and cannot be tuned."""
+    import optax
+
+    from experiments.benchmarking.suite import LearnedSpec
+
+    def make_tx(args):
+        return optax.sgd(args.get("learning_rate", fixed_rate))
+
+    args = {"theta": {"unused": jnp.zeros(())}}
+    if learning_rate is not None:
+        args["learning_rate"] = jnp.float32(learning_rate)
+    return LearnedSpec(label, "checkpoint", make_tx, args, ("fake_family",), f"{label} (fake)",
+                       {}, learning_rate)

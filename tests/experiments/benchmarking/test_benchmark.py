@@ -1,5 +1,6 @@
 """Benchmark machinery: speedup math on known curves, the jitted training loop against a plain
-Python loop, seeds, the split discipline, results.json's schema, and bad names."""
+Python loop, seeds, and the protocols end to end (results.json's schema, which protocol picks
+which rate, tuning-free runs); bad input in test_spec.py."""
 
 import json
 
@@ -9,13 +10,13 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from bench_fakes import FakeTask
+from bench_fakes import FakeTask, TwoTargetTask, fixed_learned_spec
 
 from experiments.benchmarking import metrics as bm
-from experiments.benchmarking import report as benchmark_report
 from experiments.benchmarking import results as results_lib
-from experiments.benchmarking import runner, tuning
+from experiments.benchmarking import runner
 from experiments.benchmarking import suite as benchmark_suite
+from experiments.benchmarking.spec import BenchmarkSpec
 from learned_opt import training
 
 STEPS, EVAL_EVERY = 40, 20
@@ -34,13 +35,24 @@ def test_speedup_on_curves_with_a_known_answer():
     fast = np.concatenate([np.linspace(1.0, 0.5, 25), np.full(75, 0.4)])  # 0.5 at step 25
     result = bm.speedup_of(adam, fast, window=1)
     assert result.target == pytest.approx(0.5)
-    assert (result.adam_steps, result.steps) == (100, 25)
+    assert (result.reference_steps, result.steps) == (100, 25)
     assert result.speedup == pytest.approx(4.0)
     slow = np.linspace(1.0, 0.6, 100)
     assert bm.speedup_of(adam, slow, window=1).speedup is None  # never reached: no number
     # Adam's own curve dips below its final value at step 50: its steps count from there.
     bumpy = np.concatenate([np.linspace(1.0, 0.5, 50), np.full(50, 0.6)])
     assert bm.speedup_of(bumpy, bumpy, window=1) == (0.6, 41, 41, 1.0)
+
+
+def test_eval_speedup_targets_the_references_best_valid_loss():
+    steps = np.array([0, 10, 20, 30])
+    reference = np.array([1.0, 0.5, 0.4, 0.45])  # best 0.4 at step 20
+    fast = np.array([1.0, 0.3, 0.6, 0.7])        # below 0.4 at step 10, then overfits
+    assert bm.eval_speedup_of(reference, fast, steps) == (0.4, 20, 10, 2.0)
+    assert bm.eval_speedup_of(reference, np.array([1.0, 0.9, 0.8, 0.5]), steps).speedup is None
+    assert bm.normalized_loss(0.5, 2.0, 1.0) == -0.5  # better than the reference
+    assert bm.normalized_loss(np.inf, 2.0, 1.0) == np.inf
+    assert np.isnan(bm.normalized_loss(0.5, 1.0, 1.0))  # the reference did not move: no scale
 
 
 def test_speedup_smoothing_ignores_a_single_lucky_batch():
@@ -124,17 +136,19 @@ def test_loop_rejects_bad_arguments():
                                eval_splits=("tst",))
 
 
-# ---- the benchmark end to end on a tiny suite ------------------------------------------------
+# ---- the benchmark end to end on tiny suites ---------------------------------------------------
 
 
-def tiny_config():
+def tiny_config(**overrides):
     config = ml_collections.ConfigDict({
-        "tasks": "", "heldout_families": "", "ood": False, "baselines": "sgd,adam",
-        "learned": "default:learned_adam", "lopt_init_seed": 0, "num_steps": STEPS,
-        "eval_every": EVAL_EVERY, "eval_batches": 1, "full_split_eval": True, "seeds": (0, 1),
-        "smoothing_window": 5, "curve_stride": 5,
-        "tuning": {"sampler": "grid", "grid_points": 2, "weight_decay_points": 1,
+        "protocol": "both", "tasks": "", "heldout_families": "", "ood": False,
+        "baselines": "adam", "tuning_free": "", "learned": "fake", "learned_tuning": "auto",
+        "schedule": "constant", "num_steps": STEPS, "eval_every": 5, "eval_batches": 1,
+        "full_split_eval": True, "seeds": (0, 1), "smoothing_window": 5, "curve_stride": 5,
+        "bootstrap_resamples": 200,
+        "tuning": {"sampler": "grid", "grid_points": 7, "weight_decay_points": 1,
                    "num_trials": 2, "seeds": (5, 6), "last_k": 1, "sampler_seed": 0}})
+    config.update(overrides)
     return config
 
 
@@ -155,113 +169,100 @@ class RecordingTracker:
         pass
 
 
-@pytest.mark.slow
-def test_tiny_benchmark_writes_a_valid_results_json(tmp_path, monkeypatch):
-    task = FakeTask(name="fake")
+def run_tiny(tmp_path, monkeypatch, task, learned, config):
+    """The benchmark of `config` on one fake task with fake learned optimizers, no registry."""
     suite = [benchmark_suite.SuiteTask("fake/heldout0", task, "heldout", "fake_family")]
-    monkeypatch.setattr(benchmark_suite, "build_suite", lambda config: suite)
+    monkeypatch.setattr(benchmark_suite, "build_suite", lambda spec: suite)
+    monkeypatch.setattr(benchmark_suite, "resolve_learned", lambda name, *a: learned[name])
     tracker = RecordingTracker()
-    results = runner.run_benchmark(tiny_config(), tmp_path, tracker)
+    results = runner.run_benchmark(BenchmarkSpec.from_config(config), tmp_path, tracker)
     paths = results_lib.write_results(results, tmp_path, tracker)
-    loaded = json.loads((tmp_path / "results.json").read_text())
-    results_lib.check_results_schema(loaded)
-    record = loaded["tasks"][0]
-    assert set(record["optimizers"]) == {"sgd", "adam", "learned_adam (untrained default)"}
-    assert record["optimizers"]["adam"]["speedup"]["speedup"] == 1.0
-    assert record["distribution"] == {"learned_adam (untrained default)": "not meta-trained"}
-    assert record["zero_rule_accuracy"] == task.dataset_info()["zero_rule_accuracy"]
+    return json.loads((tmp_path / "results.json").read_text()), paths, tracker
+
+
+# SGD at this rate puts w exactly on the validation target 0.3 after 10 steps (w_t = 1 - (1 -
+# 2 lr)^t): it reaches the valid-tuned Adam's best validation loss early, and never the
+# train-tuned Adam's final training loss.
+VALID_SPRINTER_LR = (1.0 - 0.7 ** 0.1) / 2.0
+
+
+@pytest.mark.slow
+def test_protocols_pick_their_own_rates_and_the_speedups_follow(tmp_path, monkeypatch):
+    """Train-optimal and valid-optimal rates differ on TwoTargetTask: each protocol takes its
+    own from the same trials, and a fixed optimizer's speedup is measured against each."""
+    learned = {"fake": fixed_learned_spec(fixed_rate=VALID_SPRINTER_LR)}  # takes no lr
+    results, paths, tracker = run_tiny(tmp_path, monkeypatch, TwoTargetTask(), learned,
+                                       tiny_config())
+    results_lib.check_results_schema(results)
+    record = results["tasks"][0]
     adam = record["optimizers"]["adam"]
-    assert adam["tuning"]["num_trials"] == 2 and adam["final"]["test_loss"]["n"] == 2
-    assert adam["final"]["train_loss"]["mean"] < np.log(2)  # trained below chance level
-    assert (tmp_path / "optuna.db").exists()
-    assert {p.name for p in paths} >= {"results.json", "report.md", "speedup.png",
-                                       "curves_fake_heldout0.png"}
-    assert "fake/heldout0" in (tmp_path / "report.md").read_text()
+    best, trials = adam["tuning"]["best"], adam["tuning"]["trials"]
+    assert adam["tuning"]["num_trials"] == len(trials) == 7  # one grid serves both protocols
+    assert best["optimization"]["learning_rate"] > 2 * best["generalization"]["learning_rate"]
+    for protocol in ("optimization", "generalization"):
+        winner = min(trials, key=lambda t, p=protocol: t[1][p])
+        assert winner[0] == best[protocol]
+        assert adam["runs"][protocol]["hparams"] == best[protocol]
+    opt_run, gen_run = adam["runs"]["optimization"], adam["runs"]["generalization"]
+    assert opt_run["final"]["train_loss"]["mean"] < gen_run["final"]["train_loss"]["mean"]
+    assert gen_run["final"]["valid_loss"]["mean"] < opt_run["final"]["valid_loss"]["mean"]
+
+    fixed = record["optimizers"]["fixed_sgd"]
+    assert (fixed["track"], fixed["num_trials"], fixed["tuning"]) == ("self_tuning", 0, None)
+    vs_opt = fixed["runs"]["optimization"]["vs"]["adam"]["speedup"]
+    vs_gen = fixed["runs"]["generalization"]["vs"]["adam"]["speedup"]
+    # Each protocol's target is ITS tuned Adam's: final train loss / best validation loss.
+    assert vs_opt["target"] == pytest.approx(opt_run["score"]["mean"])
+    adam_valid = np.mean(gen_run["curves"]["valid"]["loss"], axis=0)
+    assert vs_gen["target"] == pytest.approx(adam_valid.min())
+    assert vs_opt["speedup"] is None  # never reaches the train-tuned Adam's training loss
+    assert vs_gen["steps"] == 10 and vs_gen["speedup"] > 1.0  # beats the valid-tuned one
+    assert {p.name for p in paths} >= {"results.json", "report.md", "curves_fake_heldout0.png",
+                                       "profile_optimization_tuned.png",
+                                       "profile_generalization_self_tuning.png"}
+    text = (tmp_path / "report.md").read_text()
+    assert "[optimization protocol] fixed_sgd" in text
+    assert "[generalization protocol] fixed_sgd" in text
     assert len(tracker.artifacts) == len(paths) and tracker.metrics
-    broken = dict(loaded, tasks=[dict(record, optimizers={"adam": {"kind": "baseline"}})])
+    broken = dict(results, tasks=[dict(record, optimizers={"adam": {"kind": "baseline"}})])
     with pytest.raises(ValueError, match="optimizer adam: missing key"):
         results_lib.check_results_schema(broken)
 
-    # Tuning reused from this workdir: no trial runs again, same hyperparameters, source intact.
-    source_bytes = (tmp_path / "optuna.db").read_bytes()
-    config = tiny_config()
-    config.tuning.reuse_from = str(tmp_path)
 
-    def no_trials(*args, **kwargs):
-        raise AssertionError("a tuning trial ran although its study was reused")
+@pytest.mark.slow
+def test_tuning_free_runs_once_per_seed_and_learned_rates_get_equal_budgets(tmp_path,
+                                                                            monkeypatch):
+    calls = {}
+    compile_run = runner.compile_run
 
-    monkeypatch.setattr(tuning, "validation_objective", no_trials)
-    again = runner.run_benchmark(config, tmp_path / "again", RecordingTracker())
-    assert again["settings"]["tuning_reused_from"] == str((tmp_path / "optuna.db").resolve())
-    for name in ("sgd", "adam"):
-        assert again["tasks"][0]["optimizers"][name]["hparams"] == record["optimizers"][name][
-            "hparams"]
-    assert (tmp_path / "optuna.db").read_bytes() == source_bytes
-    with pytest.raises(ValueError, match="no Optuna database"):
-        runner.reuse_tuning(str(tmp_path / "missing"), tmp_path / "other")
+    def counting_compile_run(task, entry, num_seeds, spec):
+        compiled, seconds, run_task = compile_run(task, entry, num_seeds, spec)
 
+        def counted(tx_args, keys):
+            calls.setdefault(entry.label, []).append(int(keys.shape[0]))
+            return compiled(tx_args, keys)
 
-def test_unknown_names_list_the_valid_ones():
-    config = ml_collections.ConfigDict({"tasks": "digits_mpl", "heldout_families": "",
-                                        "ood": False})
-    with pytest.raises(ValueError, match="valid tasks: .*digits_mlp"):
-        benchmark_suite.build_suite(config)
-    config.tasks, config.heldout_families = "", "nope"
-    with pytest.raises(ValueError, match="valid families: .*digits_mlp"):
-        benchmark_suite.build_suite(config)
-    with pytest.raises(ValueError, match="valid: .*mlp"):
-        benchmark_suite.resolve_learned("default:mpl", num_steps=10)
-    with pytest.raises(ValueError, match="KIND:NAME"):
-        benchmark_suite.resolve_learned("mlp", num_steps=10)
+        return counted, seconds, run_task
 
-
-def test_checkpoint_spec_knows_its_meta_training_family(tmp_path):
-    import learned_opt as lo
-    from learned_opt.pretrained import save_pretrained
-
-    lopt = lo.get_lopt("learned_adam")
-    card = save_pretrained(tmp_path, "la_digits", lopt, lopt.init(jax.random.key(1)),
-                           {"family": "digits_mlp"})
-    spec = benchmark_suite.resolve_learned(f"checkpoint:{card}", num_steps=STEPS)
-    assert spec.meta_families == ("digits_mlp",) and spec.label == "la_digits (checkpoint)"
-    heldout = benchmark_suite.SuiteTask("d/heldout0", FakeTask(), "heldout", "digits_mlp")
-    other = benchmark_suite.SuiteTask("m/heldout0", FakeTask(), "heldout", "mnist1d_mlp")
-    ood = benchmark_suite.SuiteTask("ood/x", FakeTask(), "ood", None)
-    labels = [benchmark_suite.distribution_label(t, spec) for t in (heldout, other, ood)]
-    assert labels == ["held-out task of meta-training family digits_mlp",
-                      "out of distribution", "out of distribution"]
-    kinds = [benchmark_suite.distribution_kind(t, spec) for t in (heldout, other, ood)]
-    assert kinds == ["heldout_in_family", "out_of_distribution", "out_of_distribution"]
-    (tmp_path / "la_digits.msgpack").write_bytes(b"not msgpack")
-    with pytest.raises(ValueError, match="corrupt"):
-        benchmark_suite.resolve_learned(f"checkpoint:{card}", num_steps=STEPS)
-    with pytest.raises(ValueError, match="is not a file"):
-        benchmark_suite.resolve_learned(f"checkpoint:{tmp_path / 'missing.json'}", num_steps=5)
-
-
-def _fake_record(kind, speedup, train, adam_train, test, adam_test, diverged=False):
-    def entry(train_loss, test_loss, speedup_value, diverged_flag):
-        return {"final": {"train_loss": {"mean": train_loss}, "test_loss": {"mean": test_loss}},
-                "speedup": None if speedup_value is False else {"speedup": speedup_value},
-                "diverged": [diverged_flag, False]}
-    return {"distribution_kind": {"lo": kind},
-            "optimizers": {"adam": entry(adam_train, adam_test, 1.0, False),
-                           "lo": entry(train, test, speedup, diverged)}}
-
-
-def test_headline_summary_groups_by_each_optimizers_distribution():
-    records = [
-        _fake_record("heldout_in_family", 3.0, 0.5, 1.0, 1.2, 1.0),     # win, test 20% worse
-        _fake_record("heldout_in_family", 1.5, 1.05, 1.0, 1.05, 1.0),   # no win, within 10%
-        _fake_record("out_of_distribution", None, 2.0, 1.0, 2.0, 1.0),  # never reached
-        _fake_record("out_of_distribution", 2.5, 0.9, 1.0, 0.9, 1.0, diverged=True),
-    ]
-    summary = runner.headline_summary(records, ["lo"])["lo"]
-    heldout, ood = summary["heldout_in_family"], summary["out_of_distribution"]
-    assert heldout["num_tasks"] == 2 and heldout["reached_adam_target"] == 2
-    assert heldout["speedup_ge_2"] == 1
-    assert (heldout["within_10pct_of_adam"], heldout["test_within_10pct_of_adam"]) == (2, 1)
-    assert heldout["median_speedup"] == pytest.approx(2.25)
-    assert (ood["speedup_ge_2"], ood["reached_adam_target"], ood["diverged"]) == (1, 1, 1)
-    assert ood["median_speedup"] == pytest.approx(1.25)  # never reached counts as 0
-    assert "median 2.25x" in benchmark_report.headline_text({"summary": {"lo": summary}})
+    monkeypatch.setattr(runner, "compile_run", counting_compile_run)
+    learned = {"fake": fixed_learned_spec(label="lr_sgd", learning_rate=0.05)}
+    config = tiny_config(protocol="optimization", tuning_free="prodigy",
+                         schedule="warmup_cosine")
+    config.tuning.grid_points = 3
+    results, _, _ = run_tiny(tmp_path, monkeypatch, FakeTask(), learned, config)
+    optimizers = results["tasks"][0]["optimizers"]
+    assert results["protocols"] == ["optimization"]
+    for name in ("prodigy", "adam@1e-3", "lr_sgd"):
+        assert calls[name] == [2], name  # one call, both final seeds, no trials
+        assert optimizers[name]["track"] == "self_tuning"
+        assert optimizers[name]["num_trials"] == 0 and optimizers[name]["tuning"] is None
+    assert "tuning-free, 0 trials" in optimizers["prodigy"]["description"]
+    # The learned optimizer with a learning rate: as many trials as tuned Adam, on a grid
+    # centred on its default 0.05 (x 10^-1 ... x 10^1).
+    tuned = optimizers["lr_sgd (tuned lr)"]
+    assert tuned["track"] == "tuned" and tuned["num_trials"] == optimizers["adam"]["num_trials"]
+    rates = sorted(h["learning_rate"] for h, _ in tuned["tuning"]["trials"])
+    assert rates == pytest.approx([0.005, 0.05, 0.5])
+    assert len(calls["lr_sgd (tuned lr)"]) == 3 + 1 and len(calls["adam"]) == 3 + 1
+    profile = results["summary"]["profiles"]["optimization"]
+    assert set(profile["self_tuning"]["labels"]) == {"adam@1e-3", "prodigy", "lr_sgd"}

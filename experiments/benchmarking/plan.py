@@ -1,0 +1,127 @@
+"""What runs on every task: the benchmark's entries, each with its track, built once from a spec.
+
+Tracks (`spec.TRACKS`):
+  * tuned: the tuned baselines (tuned Adam is this track's reference) and every learned
+    optimizer that takes a learning rate, tuned on a grid of `grid_points` rates relative to its
+    default (default x 10^(+-learned_grid_decades / 2), log-spaced): the same number of
+    learning-rate trials as each baseline (AdamW also gets its weight-decay points);
+  * self_tuning (0 trials): Adam at 1e-3 (this track's reference), the tuning-free optax.contrib
+    optimizers at their defaults, and every learned optimizer at its default.
+
+    entries = build_plan(spec, learned)     # ValueError before anything is compiled
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import optax
+
+from experiments.benchmarking import baselines
+from experiments.benchmarking.tuning import Tunable
+
+TUNED_LR_SUFFIX = " (tuned lr)"
+
+
+class Entry(NamedTuple):
+    """One optimizer as the benchmark runs it.
+
+    make_tx(tx_args) builds it inside jit; tx_args: the arrays it runs at (its default; for a
+    tuned entry, an example of the right structure, replaced by each protocol's winner);
+    tunable: the ranges to tune (None in the self-tuning track); eval_params: see
+    `benchmarking.eval_params`; with_hparams(tx_args, hparams): tx_args at a trial's values.
+    """
+
+    label: str
+    kind: str  # "baseline" | "learned"
+    track: str  # "tuned" | "self_tuning"
+    make_tx: Callable[[Any], optax.GradientTransformation]
+    tx_args: Any
+    tunable: Tunable | None
+    description: str
+    config: Mapping[str, Any] | None = None
+    eval_params: Callable | None = None
+    learned_label: str | None = None  # the LearnedSpec label (distribution lookups)
+
+    def with_hparams(self, hparams: Mapping[str, Any]):
+        """tx_args at `hparams` (baselines: the hparams themselves; learned: theta + rate)."""
+        if self.kind == "learned":
+            return {**self.tx_args, **hparams}
+        return dict(hparams)
+
+
+def _f32(values: Mapping[str, float]) -> dict:
+    return {k: jnp.float32(v) for k, v in values.items()}
+
+
+def relative_range(default: float, decades: float) -> tuple[float, float]:
+    """(default / 10^(decades/2), default * 10^(decades/2))."""
+    half = 10.0 ** (decades / 2.0)
+    return default / half, default * half
+
+
+def _tuned_baseline(name: str, schedule: baselines.Schedule) -> Entry:
+    baseline = baselines.TUNED[name]
+
+    def make_tx(hparams, name=name):
+        return baselines.make_baseline(name, hparams, schedule)
+
+    example = _f32({k: math.sqrt(lo * hi) for k, (lo, hi) in baseline.ranges.items()})
+    return Entry(name, "baseline", "tuned", make_tx, example,
+                 Tunable(name, make_tx, dict(baseline.ranges)),
+                 f"{baseline.description}, tuned, {schedule.name} schedule")
+
+
+def _tuning_free(name: str) -> Entry:
+    baseline = baselines.TUNING_FREE[name]
+    return Entry(name, "baseline", "self_tuning",
+                 lambda args, name=name: baselines.make_baseline(name, {}), {}, None,
+                 f"{baseline.description}; tuning-free, 0 trials",
+                 eval_params=baseline.eval_params)
+
+
+def build_plan(spec, learned: list) -> list[Entry]:
+    """The entries of `spec` for the resolved learned optimizers `learned` (LearnedSpecs).
+
+    Raises ValueError when `spec.learned_tuning == "relative"` asks for a relative grid for a
+    learned optimizer that takes no learning rate.
+    """
+    if spec.learned_tuning == "relative":
+        untunable = [s.label for s in learned if not s.tunable]
+        if untunable:
+            raise ValueError(
+                f"config.learned_tuning='relative' asks for a learning-rate grid relative to the "
+                f"default, but {untunable} take(s) no learning_rate (their optimizer() has no "
+                "learning_rate parameter, or no default is known); valid choices for them: "
+                "learned_tuning='auto' (default only) or 'none'")
+    schedule = spec.lr_schedule()
+    entries = [_tuned_baseline(name, schedule)
+               for name in sorted(spec.baselines, key=lambda n: n != "adam")]
+    for s in learned:
+        if spec.learned_tuning == "none" or not s.tunable:
+            continue
+        tunable = Tunable(s.label, s.make_tx, {
+            "learning_rate": relative_range(s.default_learning_rate, spec.learned_grid_decades)})
+        entries.append(Entry(
+            s.label + TUNED_LR_SUFFIX, "learned", "tuned", s.make_tx, s.tx_args, tunable,
+            f"{s.description}; learning rate tuned on a grid relative to its default "
+            f"{s.default_learning_rate:g}", dict(s.config), learned_label=s.label))
+    entries.append(Entry(
+        baselines.ADAM_DEFAULT, "baseline", "self_tuning",
+        lambda args: optax.adam(args["learning_rate"]),
+        _f32({"learning_rate": baselines.ADAM_DEFAULT_LR}), None,
+        f"Adam at its default learning rate {baselines.ADAM_DEFAULT_LR:g}, constant; 0 trials"))
+    entries += [_tuning_free(name) for name in spec.tuning_free]
+    for s in learned:
+        default = (f"at its default learning rate {s.default_learning_rate:g}" if s.tunable
+                   else "at its default (it takes no learning rate)")
+        entries.append(Entry(s.label, "learned", "self_tuning", s.make_tx, s.tx_args, None,
+                             f"{s.description}; {default}, 0 trials", dict(s.config),
+                             learned_label=s.label))
+    labels = [e.label for e in entries]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"two benchmark entries share a label: {labels}")
+    return entries
