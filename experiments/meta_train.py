@@ -31,9 +31,7 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 from tqdm import tqdm
 
@@ -44,6 +42,7 @@ from experiments.configs import meta_base
 from learned_opt import meta
 from learned_opt.meta.checkpoint import MetaCheckpointer
 from learned_opt.pretrained import save_pretrained
+from parallel.distributed import fetch_replicated
 
 # Keys that may change between a run and its resumption; every other key is fingerprinted.
 RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name")
@@ -180,11 +179,6 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
     return fp
 
 
-def _host(tree):
-    """Fetch a replicated (possibly multi-process) result to host numpy."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
     """Meta-train (or resume) in `workdir`; returns the path of the pretrained card."""
     validate(config)
@@ -202,37 +196,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
         print(f"resuming from step {resumed_from} in {workdir}", flush=True)
     else:
         state = trainer.init(jax.random.fold_in(jax.random.key(config.seed), 1), theta)
-    step = int(_host(state.step))
-    pending, bar, last_log = [], None, (time.time(), step)
+    step = int(fetch_replicated(state.step))
+    bar = tqdm(total=config.outer_steps, initial=step, desc="meta-train",
+               disable=jax.process_index() != 0)
+    # Rows are keyed by outer steps done (1..outer_steps): every log_every-th and the last.
+    # They hold the meta-metrics averaged over the interval, the state's counters as they are,
+    # and speed/steps_per_s (outer steps) and speed/examples_per_s (inner task-steps).
+    buffer = tracking.MetricsBuffer(
+        tracker, config.log_every, config.outer_steps + 1, reduce="mean", progress=bar,
+        speed=tracking.SpeedMeter(examples_per_step=trainer.total_tasks * config.unroll_length))
     while step < config.outer_steps:
         state, metrics = trainer.step(state)
         step += 1
-        pending.append(metrics)
-        if bar is None:  # the first step compiled; time and show progress from here on
-            jax.block_until_ready(state.step)
-            last_log = (time.time(), step)
-            bar = tqdm(total=config.outer_steps, initial=step, desc="meta-train",
-                       disable=jax.process_index() != 0)
-        else:
-            bar.update(1)
-        if step % config.log_every == 0 or step == config.outer_steps:
-            means = _host(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *pending))
-            counters = _host({"num_skipped": state.num_skipped, "num_resets": state.num_resets,
-                              "num_nonfinite_inner": state.num_nonfinite_inner})
-            now = time.time()
-            steps_per_s = (step - last_log[1]) / max(now - last_log[0], 1e-9)
-            row = {k: float(v) for k, v in means.items() if not k.startswith("num_")}
-            row.update({k: int(v) for k, v in counters.items()},
-                       outer_steps_per_s=steps_per_s,
-                       inner_steps_per_s=steps_per_s * trainer.total_tasks
-                       * config.unroll_length)
-            tracker.log_metrics(step, row)
-            bar.set_postfix(meta_loss=f"{row['meta_loss']:.4f}")
-            pending, last_log = [], (now, step)
+        buffer.add(step, metrics, latest={"num_skipped": state.num_skipped,
+                                          "num_resets": state.num_resets,
+                                          "num_nonfinite_inner": state.num_nonfinite_inner})
+        bar.update(1)
         if step % config.checkpoint_every == 0 or step == config.outer_steps:
             ckpt.save(state)
-    if bar is not None:
-        bar.close()
+    buffer.flush()
+    bar.close()
     ckpt.save(state)
     ckpt.close()
     env_path = workdir / "env.json"
@@ -247,16 +230,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
         "unroll_length": config.unroll_length, "truncation": config.truncation,
         "horizons": [config.min_horizon, config.max_horizon],
         "lopt_num_steps": trainer.unrollers[0].lopt_num_steps,
-        "outer_steps": int(_host(state.step)), "seed": config.seed, "init_from": init_from,
-        "total_outer_steps": int(_host(state.step)) + (
+        "outer_steps": int(fetch_replicated(state.step)), "seed": config.seed,
+        "init_from": init_from, "total_outer_steps": int(fetch_replicated(state.step)) + (
             (init_from or {}).get("total_outer_steps") or 0),
-        "num_skipped": int(_host(state.num_skipped)),
+        "num_skipped": int(fetch_replicated(state.num_skipped)),
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
         "wall_time_s_last_session": time.time() - start, "resumed_from_step": resumed_from,
         "devices": [str(d) for d in jax.devices()], "command": " ".join(sys.argv),
         "config": config.to_dict(),
     }
-    card_path = save_pretrained(workdir, name, lopt, _host(state.theta), card)
+    card_path = save_pretrained(workdir, name, lopt, fetch_replicated(state.theta), card)
     tracker.log_artifact(card_path)
     tracker.finish()
     return card_path

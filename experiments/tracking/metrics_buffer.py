@@ -41,6 +41,10 @@ class PendingFetch:
 
     def __init__(self, tree: PyTree):
         leaves, self._treedef = jax.tree.flatten(tree)
+        # A replicated array of a multi-process run is not fully addressable: every process
+        # holds the whole value, so its first local shard is the value.
+        leaves = [x.addressable_data(0) if isinstance(x, jax.Array)
+                  and not x.is_fully_addressable else x for x in leaves]
         by_dtype: dict[Any, list[int]] = {}
         for i, x in enumerate(leaves):
             if isinstance(x, jax.Array) and x.size == 1:
@@ -119,17 +123,22 @@ class MetricsBuffer:
         self.resources, self.progress, self.lag = resources, progress, lag
         self._pending: list[tuple[int, Mapping[str, Any]]] = []
         self._in_flight: tuple[int, PendingFetch, dict[str, float]] | None = None
+        self._latest: dict[str, Any] = {}
         self._rows_logged = 0
 
     def should_log(self, step: int) -> bool:
         return log_every(step, self.every, self.num_steps)
 
-    def add(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    def add(self, step: int, metrics: Mapping[str, Any],
+            latest: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Record one step's metrics; at a log step, log a row and return it (host values).
 
-        With `lag`, the row returned at a log step is the previous log step's (None at the
-        first lagged one); `flush` returns the rest.
+        `latest` joins the row as it is at the log step, whatever `reduce` says (counters,
+        totals: values whose mean over the interval means nothing). With `lag`, the row
+        returned at a log step is the previous log step's (None at the first lagged one);
+        `flush` returns the rest.
         """
+        self._latest = dict(latest or {})
         if self.reduce == "last":
             self._pending = [(step, metrics)]
         else:
@@ -158,16 +167,16 @@ class MetricsBuffer:
         steps, values = zip(*self._pending, strict=True)
         self._pending = []
         extras = self.speed.measure(steps[-1]) if self.speed is not None else {}
-        return steps[-1], start_fetch(list(values)), extras
+        return steps[-1], start_fetch((list(values), self._latest)), extras
 
     def _complete(self, in_flight: tuple[int, PendingFetch, dict[str, float]]) -> dict[str, Any]:
         step, fetch, extras = in_flight
-        host_values = fetch.result()
+        host_values, latest = fetch.result()
         if self.reduce == "mean":
             reduced = jax.tree.map(lambda *xs: np.mean(np.stack(xs), axis=0), *host_values)
         else:
             reduced = host_values[-1]
-        row = _flatten(reduced, self.prefix)
+        row = _flatten({**reduced, **latest}, self.prefix)
         row.update(extras)
         if self.resources:
             row.update(resource_metrics())
