@@ -68,7 +68,7 @@ def run(
         flags.DEFINE_string("workdir", default_workdir, "output directory")
     elif workdir == "many":
         flags.DEFINE_multi_string("workdir", [], "run folder(s); repeat the flag for several")
-    if workdir != "none" and default_workdir is None:
+    if workdir == "one" and default_workdir is None:
         flags.mark_flag_as_required("workdir")
 
     def _main(argv: list[str]) -> None:
