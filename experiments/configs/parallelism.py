@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.dp.optimizers = ("adam", "mlp_lopt")
     config.dp.learning_rate = 1e-3
 
-    # Tensor parallelism: the pure-function LM of parallel.tensor_parallel on data x model meshes.
+    # Tensor parallelism: the pure-function LM of models.functional_lm on data x model meshes.
     config.tp = ml_collections.ConfigDict()
     config.tp.meshes = ((8, 1), (4, 2), (2, 4), (1, 8))  # (data, model)
     config.tp.vocab = 128

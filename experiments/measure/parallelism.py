@@ -7,7 +7,8 @@
   jit) on a task of the zoo, with Adam and a learned optimizer: max deviation from the
   single-device full-batch step after several steps, median step time, bytes communicated per
   step (parsed from the compiled HLO).
-- tp: the Megatron LM of `parallel.tensor_parallel` on data x model meshes, both forms
+- tp: the pure-function LM of `models.functional_lm`, made tensor-parallel by
+  `parallel.tensor_parallel`, on data x model meshes, both forms
   (shard_map with psum, sharding annotations): loss / gradient / params deviation from the
   unsharded model, step time, communication.
 - async: see `experiments.measure.async_sgd` (sync vs async SGD vs sync with a straggler).
@@ -144,23 +145,26 @@ def _single_device_reference(loss_fn, tx, params, batch, num_steps, timing_repea
 
 
 def run_tp(config, tracker) -> dict[str, Any]:
+    from models import functional_lm
     from parallel import communication
     from parallel import mesh as mesh_lib
     from parallel import tensor_parallel as tp
 
     c = config.tp
-    lm = tp.LMConfig(vocab=c.vocab, dim=c.dim, num_heads=c.num_heads, head_dim=c.head_dim,
-                     hidden=c.hidden, num_layers=c.num_layers, max_len=c.seq_len)
-    params = tp.init_lm(jax.random.key(config.seed), lm)
+    lm = functional_lm.LMConfig(vocab=c.vocab, dim=c.dim, num_heads=c.num_heads,
+                                head_dim=c.head_dim, hidden=c.hidden, num_layers=c.num_layers,
+                                max_len=c.seq_len)
+    params = functional_lm.init_lm(jax.random.key(config.seed), lm)
     batch = {"tokens": jax.random.randint(jax.random.key(config.seed + 1),
                                           (c.batch_size, c.seq_len + 1), 0, c.vocab)}
     tx = optax.adam(c.learning_rate)
     ref_loss, ref_grads, ref_params, ref_time, rows = _single_device_reference(
-        tp.lm_loss, tx, params, batch, c.num_steps, config.timing_repeats, "single_device")
+        functional_lm.lm_loss, tx, params, batch, c.num_steps, config.timing_repeats,
+        "single_device")
     for data, model in c.meshes:
         mesh = mesh_lib.make_mesh({"data": data, "model": model})
-        for form, loss_fn in (("shard_map", tp.shard_map_lm_loss(mesh)),
-                              ("annotations", tp.annotated_lm_loss(mesh))):
+        for form, loss_fn in (("shard_map", tp.shard_map_lm_loss(functional_lm.lm_loss, mesh)),
+                              ("annotations", tp.annotated_lm_loss(functional_lm.lm_loss, mesh))):
             placed, state, step = tp.make_tp_train_step(loss_fn, tx, mesh, params)
             loss, grads = jax.jit(jax.value_and_grad(loss_fn))(placed, batch)
             p, s = placed, state
