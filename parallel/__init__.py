@@ -1,12 +1,13 @@
 """parallel: meshes, remat, data / tensor / pipeline parallelism. Imports nothing of ours.
 
-    from parallel import mesh, remat, data_parallel, tensor_parallel, pipeline
+    from parallel import mesh, remat, data_parallel, tensor_parallel, pipeline, distributed
 """
 
 from parallel import (
     async_sgd,
     communication,
     data_parallel,
+    distributed,
     large_batch,
     mesh,
     pipeline,
@@ -19,6 +20,7 @@ __all__ = [
     "async_sgd",
     "communication",
     "data_parallel",
+    "distributed",
     "large_batch",
     "mesh",
     "pipeline",

@@ -146,7 +146,6 @@ def _single_device_reference(loss_fn, tx, params, batch, num_steps, timing_repea
 
 def run_tp(config, tracker) -> dict[str, Any]:
     from models import functional_lm
-    from parallel import communication
     from parallel import mesh as mesh_lib
     from parallel import tensor_parallel as tp
 
@@ -167,19 +166,9 @@ def run_tp(config, tracker) -> dict[str, Any]:
                               ("annotations", tp.annotated_lm_loss(functional_lm.lm_loss, mesh))):
             placed, state, step = tp.make_tp_train_step(loss_fn, tx, mesh, params)
             loss, grads = jax.jit(jax.value_and_grad(loss_fn))(placed, batch)
-            p, s = placed, state
-            for _ in range(c.num_steps):
-                p, s, _ = step(p, s, batch)
-            comm = communication.communication_of(step, placed, state, batch)
-            seconds = median_seconds(step, p, s, batch, repeats=config.timing_repeats)
-            rows.append({
-                "form": form, "mesh": f"data={data} x model={model}",
-                "loss_diff": abs(float(loss) - float(ref_loss)),
-                "max_grad_diff": max_abs_diff(grads, ref_grads),
-                "max_param_diff": max_abs_diff(p, ref_params),
-                "step_ms": 1e3 * seconds, "time_ratio": seconds / ref_time,
-                "comm_bytes": comm.total_bytes, "comm_ops": comm.total_count,
-            })
+            rows.append({"form": form, "mesh": f"data={data} x model={model}", **_tp_row(
+                step, placed, state, batch, (loss, grads), (ref_loss, ref_grads, ref_params,
+                                                            ref_time), config)})
             tracker.log_metrics(len(rows), {f"tp/{k}": v for k, v in rows[-1].items()
                                             if not isinstance(v, str)})
     rows += run_zoo_transformer(config, tracker, start=len(rows))
@@ -188,13 +177,30 @@ def run_tp(config, tracker) -> dict[str, Any]:
             "param_bytes": int(param_bytes), "zoo_task": dict(c.zoo_task), "rows": rows}
 
 
+def _tp_row(step, params, state, batch, loss_and_grads, reference, config) -> dict:
+    """Deviation from the single-device `reference` (loss, grads, params after the same
+    steps, step seconds), step time and communication of one sharded `step`."""
+    from parallel import communication
+
+    (loss, grads), (ref_loss, ref_grads, ref_params, ref_time) = loss_and_grads, reference
+    p, s = params, state
+    for _ in range(config.tp.num_steps):
+        p, s, _ = step(p, s, batch)
+    comm = communication.communication_of(step, params, state, batch)
+    seconds = median_seconds(step, p, s, batch, repeats=config.timing_repeats)
+    return {"loss_diff": abs(float(loss) - float(ref_loss)),
+            "max_grad_diff": max_abs_diff(grads, ref_grads),
+            "max_param_diff": max_abs_diff(p, ref_params),
+            "step_ms": 1e3 * seconds, "time_ratio": seconds / ref_time,
+            "comm_bytes": comm.total_bytes, "comm_ops": comm.total_count}
+
+
 def run_zoo_transformer(config, tracker, start: int) -> list[dict]:
     """The task zoo's flax Transformer, unchanged, on each mesh by path-rule annotations.
 
     SGD, because the attention key bias has a mathematically zero gradient that Adam would
     normalize into rounding noise of size lr (see tests/parallel/test_tensor_parallel.py)."""
     import models
-    from parallel import communication
     from parallel import data_parallel as dp
     from parallel import mesh as mesh_lib
     from parallel import tensor_parallel as tp
@@ -213,19 +219,9 @@ def run_zoo_transformer(config, tracker, start: int) -> list[dict]:
         state = dp.init_opt_state(tx, placed, mesh)
         step = dp.make_jit_train_step(task.loss, tx, mesh, param_shardings=shardings)
         loss, grads = jax.jit(jax.value_and_grad(task.loss))(placed, dp.shard_batch(batch, mesh))
-        p, s = placed, state
-        for _ in range(c.num_steps):
-            p, s, _ = step(p, s, batch)
-        comm = communication.communication_of(step, placed, state, batch)
-        seconds = median_seconds(step, p, s, batch, repeats=config.timing_repeats)
-        rows.append({
-            "form": "zoo_annotations", "mesh": f"data={data} x model={model}",
-            "loss_diff": abs(float(loss) - float(ref_loss)),
-            "max_grad_diff": max_abs_diff(grads, ref_grads),
-            "max_param_diff": max_abs_diff(p, ref_params),
-            "step_ms": 1e3 * seconds, "time_ratio": seconds / ref_time,
-            "comm_bytes": comm.total_bytes, "comm_ops": comm.total_count,
-        })
+        rows.append({"form": "zoo_annotations", "mesh": f"data={data} x model={model}",
+                     **_tp_row(step, placed, state, batch, (loss, grads),
+                               (ref_loss, ref_grads, ref_params, ref_time), config)})
         tracker.log_metrics(start + len(rows), {f"tp/{k}": v for k, v in rows[-1].items()
                                                 if not isinstance(v, str)})
     return rows

@@ -50,7 +50,7 @@ SLOW_TASKS = {"digits_cnn", "mnist1d_cnn"}  # CPU convolutions: ~10 s each
     ],
 )
 def test_named_task_learns_with_adam_and_its_model_overfits_one_batch(name):
-    """One compiled scan per task serves both checks (see models.debugging)."""
+    """Both checks run on the library's training loop (see models.debugging)."""
     task = models.get_task(name)
     assert isinstance(task, Task)
     learning_rate, steps, fraction = ADAM_SETTINGS[name]
