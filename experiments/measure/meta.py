@@ -28,6 +28,7 @@ Writes results.json, report.md and one metrics.jsonl row per measurement into th
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -49,9 +50,42 @@ SETUPS = {
                    and g.batch_size == 64),
     "digits": ("digits_mlp", lambda g: True),
 }
-# The reference library on this machine, setup (a), inner task-steps/s (issue 5).
-REFERENCE = {("regression", "mlp", "pes"): 2100, ("regression", "adafac_mlp", "pes"): 1900,
-             ("regression", "hyper", "pes"): 700, ("regression", "mlp", "tbptt"): 930}
+# Our lopt names -> the reference library's (`../shared/reference/bench_lo.py` rows).
+REFERENCE_LOPTS = {"mlp": "MLPLOpt", "adafac_mlp": "AdafacMLPLOpt"}
+
+
+def read_reference(path: str | os.PathLike) -> dict:
+    """The reference library's meta-training figures from its `lo_reference_results.json`:
+    {"rates": {(lopt, estimator): inner task-steps/s of its FASTER mode}, "modes": {...},
+    "uptime_start", "uptime_end"}. Only the standard setup ("regression") has them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config.reference={str(path)!r}: no such file (write it with "
+                         "../shared/reference/bench_lo.py)")
+    data = json.loads(path.read_text())
+    rows = (data.get("meta") or {}).get("rows")
+    if not rows:
+        raise ValueError(f"{path}: no meta-training rows (was bench_lo.py run with --skip-meta?)")
+    ours = {name: lopt for lopt, name in REFERENCE_LOPTS.items()}
+    rates, modes = {}, {}
+    for row in rows:
+        key = (ours.get(row["lopt"], row["lopt"]), row["estimator"].lower())
+        if row["inner_steps_per_s"] > rates.get(key, 0.0):
+            rates[key], modes[key] = float(row["inner_steps_per_s"]), row["mode"]
+    return {"rates": rates, "modes": modes, "uptime_start": data.get("uptime_start", ""),
+            "uptime_end": data.get("uptime_end", ""), "path": str(path.resolve())}
+
+
+def attach_reference(rows: list[dict], reference: dict | None) -> None:
+    """Add the reference's faster-mode rate and our ratio to it to every regression row."""
+    if reference is None:
+        return
+    for row in rows:
+        rate = reference["rates"].get((row["lopt"], row["estimator"]))
+        if row["setup"] == "regression" and rate:
+            row["reference_inner_task_steps_per_s"] = rate
+            row["reference_mode"] = reference["modes"][(row["lopt"], row["estimator"])]
+            row["ratio_to_reference"] = row["inner_task_steps_per_s"] / rate
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -69,6 +103,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if name not in meta.estimators.ESTIMATORS:
             raise ValueError(f"unknown estimator {name!r}; valid: "
                              f"{sorted(meta.estimators.ESTIMATORS)}")
+    if config.reference:
+        read_reference(config.reference)  # a missing or empty file fails before compiling
 
 
 def setup_group(setup: str):
@@ -240,10 +276,6 @@ def measure_setup(config, setup: str) -> list[dict]:
                "compile_s": compile_s[(lopt_name, estimator_name, "step")],
                "timed_steps": config.steps, "num_skipped": int(state.num_skipped),
                "remat": bool(config.remat)}
-        reference = REFERENCE.get((setup, lopt_name, estimator_name))
-        if reference:
-            row["reference_inner_task_steps_per_s"] = reference
-            row["ratio_to_reference"] = row["inner_task_steps_per_s"] / reference
         if config.breakdown:
             row["lopt_ms"] = 1e3 * parts[1].median_s
             row["task_ms"] = 1e3 * (parts[2].median_s - make_task_s)  # built once per task
@@ -266,18 +298,27 @@ def format_report(config, rows: list[dict], env: dict) -> str:
         f"{env['device']}; load average at start {env['load_start']}, at end {env['load_end']}. "
         f"Median of {config.steps} interleaved outer steps, compile excluded.",
         "",
-        "| setup | lopt | estimator | task-steps/s | vs reference | step ms | lopt ms | "
-        "task ms | make_task ms | other ms | limited by |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setup | lopt | estimator | task-steps/s | vs reference | step ms | compile s | "
+        "lopt ms | task ms | make_task ms | other ms | limited by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ref = (f"{r['ratio_to_reference']:.2f}x of {r['reference_inner_task_steps_per_s']}"
-               if "ratio_to_reference" in r else "-")
+        ref = (f"{r['ratio_to_reference']:.2f}x of {r['reference_inner_task_steps_per_s']:.0f}"
+               f" ({r['reference_mode']})" if "ratio_to_reference" in r else "-")
         parts = " | ".join(f"{r[k]:.1f}" if k in r else "-"
                            for k in ("lopt_ms", "task_ms", "make_task_ms", "other_ms"))
         lines.append(f"| {r['setup']} | {r['lopt']} | {r['estimator']} | "
                      f"{r['inner_task_steps_per_s']:.0f} | {ref} | "
-                     f"{r['median_outer_step_ms']:.1f} | {parts} | {r.get('limited_by', '-')} |")
+                     f"{r['median_outer_step_ms']:.1f} | {r['compile_s']:.1f} | {parts} | "
+                     f"{r.get('limited_by', '-')} |")
+    if env.get("reference"):
+        ref = env["reference"]
+        lines += ["", f"Reference: `{ref['path']}` (its faster mode per row; its load: "
+                  f"`{ref['uptime_start']}` -> `{ref['uptime_end']}`). A ratio is meaningful only "
+                  "when both ran on this machine back to back."]
+    else:
+        lines += ["", "No reference results given (`--config.reference=PATH` to "
+                  "lo_reference_results.json): no ratio to the reference library is claimed."]
     lines += ["", "Parts are timed separately on the same shapes (see the script's docstring); "
               "they overlap imperfectly with the fused step, so `other` can be negative."]
     return "\n".join(lines) + "\n"
@@ -287,10 +328,14 @@ def run(config, workdir) -> list[dict]:
     validate(config)
     workdir = Path(workdir)
     tracker = tracking.start_run(workdir, config=config.to_dict())
-    env = {"device": str(jax.devices()[0]), "load_start": os.getloadavg()}
+    reference = read_reference(config.reference) if config.reference else None
+    env = {"device": str(jax.devices()[0]), "load_start": os.getloadavg(),
+           "reference": reference and {k: v for k, v in reference.items()
+                                       if k not in ("rates", "modes")}}
     rows = []
     for setup in config.setups:
         for row in measure_setup(config, setup):
+            attach_reference([row], reference)
             rows.append(row)
             tracker.log_metrics(len(rows), {k: v for k, v in row.items()
                                             if isinstance(v, (int, float))

@@ -50,3 +50,29 @@ def test_cli_names_accepts_every_form_the_flag_parser_gives():
     assert cli.names("a, b,c") == cli.names(("a,b", "c")) == cli.names(["a", "b", "c"])
     assert cli.names("a, b,c") == ("a", "b", "c")
     assert cli.names(None) == cli.names("") == cli.names(()) == ()
+
+
+def test_reference_results_give_ratios_to_the_faster_mode(tmp_path):
+    from experiments.measure import meta as meta_lib
+
+    path = tmp_path / "lo_reference_results.json"
+    rows = [{"mode": "library", "estimator": "PES", "lopt": "MLPLOpt", "inner_steps_per_s": 4000},
+            {"mode": "jit", "estimator": "PES", "lopt": "MLPLOpt", "inner_steps_per_s": 5000},
+            {"mode": "jit", "estimator": "TBPTT", "lopt": "AdafacMLPLOpt",
+             "inner_steps_per_s": 1500}]
+    path.write_text(json.dumps({"meta": {"rows": rows}, "uptime_start": "load 1.0",
+                                "uptime_end": "load 1.2"}))
+    reference = meta_lib.read_reference(path)
+    assert reference["rates"] == {("mlp", "pes"): 5000.0, ("adafac_mlp", "tbptt"): 1500.0}
+    ours = [{"setup": "regression", "lopt": "mlp", "estimator": "pes",
+             "inner_task_steps_per_s": 10000.0},
+            {"setup": "digits", "lopt": "mlp", "estimator": "pes",
+             "inner_task_steps_per_s": 10000.0}]
+    meta_lib.attach_reference(ours, reference)
+    assert ours[0]["ratio_to_reference"] == 2.0 and ours[0]["reference_mode"] == "jit"
+    assert "ratio_to_reference" not in ours[1]  # the reference ran the standard setup only
+    path.write_text(json.dumps({"meta": {"rows": []}}))
+    with pytest.raises(ValueError, match="no meta-training rows"):
+        meta_lib.read_reference(path)
+    with pytest.raises(ValueError, match="no such file"):
+        meta_lib.read_reference(tmp_path / "missing.json")
