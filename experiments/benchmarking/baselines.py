@@ -45,8 +45,9 @@ class Schedule(NamedTuple):
     warmup_fraction: float = 0.05
     end_fraction: float = 0.0
 
-    def __call__(self, peak):
-        """The schedule with peak `peak` (a float or a traced array)."""
+    def __call__(self, peak, constant_weight=0.0):
+        """The schedule with peak `peak` (a float or a traced array); `constant_weight` = 1
+        turns it into the constant `peak` (a traced switch: one compiled run serves both)."""
         if self.name == "constant":
             return peak
         # optax's schedule at peak 1, scaled: its peak must be a Python number (it branches on
@@ -55,7 +56,7 @@ class Schedule(NamedTuple):
             init_value=0.0, peak_value=1.0,
             warmup_steps=max(1, round(self.warmup_fraction * self.num_steps)),
             decay_steps=self.num_steps, end_value=self.end_fraction)
-        return lambda step: peak * unit(step)
+        return lambda step: peak * (constant_weight + (1.0 - constant_weight) * unit(step))
 
 
 class Baseline(NamedTuple):
@@ -118,6 +119,15 @@ def get_baseline(name: str) -> Baseline:
         raise ValueError(f"unknown baseline {name!r}; valid tuned baselines: {list_baselines()}, "
                          f"tuning-free: {list_tuning_free()}")
     return BASELINES[name]
+
+
+def adam_family(args: Mapping[str, Any], schedule: Schedule) -> optax.GradientTransformation:
+    """Adam, AdamW and Adam(1e-3) as ONE transform, so one compiled run serves all three:
+    `optax.adamw` at `args["learning_rate"]` with weight decay `args["weight_decay"]` (0 for
+    Adam: adamw then adds 0 x params, i.e. computes exactly Adam's update) and `schedule`, made
+    constant by `args["constant_schedule"]` = 1 (Adam at its default)."""
+    learning_rate = schedule(args["learning_rate"], args["constant_schedule"])
+    return optax.adamw(learning_rate, weight_decay=args["weight_decay"])
 
 
 def make_baseline(name: str, hparams: Mapping[str, Any],

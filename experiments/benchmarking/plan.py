@@ -32,7 +32,8 @@ class Entry(NamedTuple):
     make_tx(tx_args) builds it inside jit; tx_args: the arrays it runs at (its default; for a
     tuned entry, an example of the right structure, replaced by each protocol's winner);
     tunable: the ranges to tune (None in the self-tuning track); eval_params: see
-    `benchmarking.eval_params`; with_hparams(tx_args, hparams): tx_args at a trial's values.
+    `benchmarking.eval_params`; compile_key: entries with the same key compute the same
+    function of their tx_args and share one compiled run per task (None: its own).
     """
 
     label: str
@@ -45,22 +46,24 @@ class Entry(NamedTuple):
     config: Mapping[str, Any] | None = None
     eval_params: Callable | None = None
     learned_label: str | None = None  # the LearnedSpec label (distribution lookups)
+    compile_key: Any = None
 
     def with_hparams(self, hparams: Mapping[str, Any]):
-        """tx_args at `hparams` (baselines: the hparams themselves; learned: theta + rate)."""
-        if self.kind == "learned":
-            return {**self.tx_args, **hparams}
-        return dict(hparams)
+        """tx_args with a trial's (or winner's) hyperparameters in place."""
+        return {**self.tx_args, **_f32(hparams)}
 
 
-def _f32(values: Mapping[str, float]) -> dict:
-    return {k: jnp.float32(v) for k, v in values.items()}
+def _f32(values: Mapping[str, Any]) -> dict:
+    return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
 
 
 def relative_range(default: float, decades: float) -> tuple[float, float]:
     """(default / 10^(decades/2), default * 10^(decades/2))."""
     half = 10.0 ** (decades / 2.0)
     return default / half, default * half
+
+
+ADAM_FAMILY = ("adam", "adamw")
 
 
 def _tuned_baseline(name: str, schedule: baselines.Schedule) -> Entry:
@@ -70,9 +73,13 @@ def _tuned_baseline(name: str, schedule: baselines.Schedule) -> Entry:
         return baselines.make_baseline(name, hparams, schedule)
 
     example = _f32({k: math.sqrt(lo * hi) for k, (lo, hi) in baseline.ranges.items()})
-    return Entry(name, "baseline", "tuned", make_tx, example,
-                 Tunable(name, make_tx, dict(baseline.ranges)),
-                 f"{baseline.description}, tuned, {schedule.name} schedule")
+    description = f"{baseline.description}, tuned, {schedule.name} schedule"
+    tunable = Tunable(name, make_tx, dict(baseline.ranges))
+    if name in ADAM_FAMILY:
+        example = _f32({"weight_decay": 0.0, "constant_schedule": 0.0}) | example
+        return Entry(name, "baseline", "tuned", lambda a: baselines.adam_family(a, schedule),
+                     example, tunable, description, compile_key=("adam_family", schedule))
+    return Entry(name, "baseline", "tuned", make_tx, example, tunable, description)
 
 
 def _tuning_free(name: str) -> Entry:
@@ -108,19 +115,22 @@ def build_plan(spec, learned: list) -> list[Entry]:
         entries.append(Entry(
             s.label + TUNED_LR_SUFFIX, "learned", "tuned", s.make_tx, s.tx_args, tunable,
             f"{s.description}; learning rate tuned on a grid relative to its default "
-            f"{s.default_learning_rate:g}", dict(s.config), learned_label=s.label))
+            f"{s.default_learning_rate:g}", dict(s.config), learned_label=s.label,
+            compile_key=s.compile_key))
     entries.append(Entry(
         baselines.ADAM_DEFAULT, "baseline", "self_tuning",
-        lambda args: optax.adam(args["learning_rate"]),
-        _f32({"learning_rate": baselines.ADAM_DEFAULT_LR}), None,
-        f"Adam at its default learning rate {baselines.ADAM_DEFAULT_LR:g}, constant; 0 trials"))
+        lambda args: baselines.adam_family(args, schedule),
+        _f32({"learning_rate": baselines.ADAM_DEFAULT_LR, "weight_decay": 0.0,
+              "constant_schedule": 1.0}), None,
+        f"Adam at its default learning rate {baselines.ADAM_DEFAULT_LR:g}, constant; 0 trials",
+        compile_key=("adam_family", schedule)))
     entries += [_tuning_free(name) for name in spec.tuning_free]
     for s in learned:
         default = (f"at its default learning rate {s.default_learning_rate:g}" if s.tunable
                    else "at its default (it takes no learning rate)")
         entries.append(Entry(s.label, "learned", "self_tuning", s.make_tx, s.tx_args, None,
                              f"{s.description}; {default}, 0 trials", dict(s.config),
-                             learned_label=s.label))
+                             learned_label=s.label, compile_key=s.compile_key))
     labels = [e.label for e in entries]
     if len(set(labels)) != len(labels):
         raise ValueError(f"two benchmark entries share a label: {labels}")

@@ -23,7 +23,7 @@ PROTOCOL_WORDS = {
 }
 REFERENCE_WORDS = {"adam": "tuned Adam", "adam@1e-3": "Adam(1e-3)"}
 TRACK_WORDS = {"tuned": "tuned", "self_tuning": "self-tuning, 0 trials"}
-_KIND_WORDS = {"all": "all", "heldout_in_family": "held-out in-family",
+_KIND_WORDS = {"all": "", "heldout_in_family": "held-out in-family",
                "out_of_distribution": "out-of-distribution",
                "named_in_family": "named in-family", "not_meta_trained": "(not meta-trained)"}
 PROFILE_TAUS = np.geomspace(1.0, 1e3, 200)
@@ -70,8 +70,9 @@ def headline_line(protocol: str, label: str, item: dict, reference: str, group="
     text = (f"[{PROTOCOL_WORDS[protocol][0]}] {label} ({TRACK_WORDS[item['track']]}"
             f"{'' if item['track'] == 'self_tuning' else ', ' + '/'.join(map(str, trials))}"
             f"{'' if item['track'] == 'self_tuning' else ' trials'}) vs "
-            f"{REFERENCE_WORDS.get(reference, reference)} on {agg['num_tasks']} "
-            f"{_KIND_WORDS.get(group, group)} task(s) x {seeds} seeds: lower {what} on "
+            f"{REFERENCE_WORDS.get(reference, reference)} on {agg['num_tasks']}"
+            f"{' ' + _KIND_WORDS.get(group, group) if group != 'all' else ''} task(s) x {seeds} "
+            f"seeds: lower {what} on "
             f"{agg['tasks_won']}/{agg['num_tasks']}; speedup median {_ci(agg['speedup'], 'median')}"
             f", IQM {_ci(agg['speedup'], 'iqm')}; normalised {what} median "
             f"{_ci(agg['normalized_loss'], 'median')}, IQM {_ci(agg['normalized_loss'], 'iqm')}; "
@@ -111,7 +112,7 @@ def _aggregate_table(protocol: str, per_label: dict) -> list[str]:
                 agg = by_ref[ref]
                 lines.append("| " + " | ".join([
                     label, f"{TRACK_WORDS[item['track']]} ({trials})",
-                    _KIND_WORDS.get(group, group),
+                    _KIND_WORDS.get(group, group) or "all",
                     REFERENCE_WORDS.get(ref, ref), f"{agg['tasks_won']}/{agg['num_tasks']}",
                     _ci(agg["speedup"], "median"), _ci(agg["speedup"], "iqm"),
                     _ci(agg["normalized_loss"], "median"), _ci(agg["normalized_loss"], "iqm"),

@@ -38,7 +38,9 @@ results.json (schema_version 2):
       tuning: {num_trials, study, best: {protocol: hparams}, best_value: {protocol: objective},
                at_edge: {protocol: [names]}, trials: [[hparams, {protocol: objective}]]} | null,
       time_per_step_s (run wall time / num_steps, all seeds vmapped, evaluation included),
-      compile_s, state_bytes, state_bytes_per_param,
+      compile_s (0 when it ran on another entry's compiled run), shares_compiled_run_with
+      (that entry's label: Adam(1e-3) and AdamW run on tuned Adam's, equal learned
+      architectures on one) | null, state_bytes, state_bytes_per_param,
       runs: {protocol: {
         hparams (this protocol's winner) | null (self-tuning),
         final: {train_loss, valid_loss, test_loss, test_accuracy?: summary}  (summary = {mean,
@@ -84,7 +86,8 @@ _TOP_KEYS = ("schema_version", "command", "device", "protocols", "references", "
 _TASK_KEYS = ("label", "origin", "family", "num_params", "dataset", "random_guess_accuracy",
               "zero_rule_accuracy", "distribution_kind", "distribution", "optimizers")
 _OPTIMIZER_KEYS = ("kind", "track", "description", "config", "learned_label", "num_trials",
-                   "tuning", "runs", "time_per_step_s", "compile_s", "state_bytes",
+                   "tuning", "runs", "time_per_step_s", "compile_s",
+                   "shares_compiled_run_with", "state_bytes",
                    "state_bytes_per_param")
 _RUN_KEYS = ("hparams", "final", "per_seed", "diverged", "score", "vs", "curves")
 _VS_KEYS = ("speedup", "normalized_loss", "normalized_status", "won")

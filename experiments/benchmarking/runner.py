@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments.benchmarking import metrics as bm
@@ -68,19 +67,35 @@ def _tuning_record(result: tuning_lib.TuningResult) -> dict:
                        for h, values in result.trials]}
 
 
-def _run_entry(task, entry, spec, storage, study_name):
+def _run_entry(task, entry, spec, storage, study_name, cache):
     """(tuning record | None, {protocol: (hparams | None, host curves)}, seconds of one final
-    run, of compiling, of tuning trials, the task as run)."""
-    compiled, compile_s, run_task = compile_run(task, entry, len(spec.seeds), spec)
-    eval_fn = training.make_eval_fn(run_task, scoring.FINAL_SPLITS,
-                                    eval_batches=spec.eval_batches,
-                                    full_split_eval=spec.full_split_eval)
+    run, of compiling, of tuning trials, the task as run, the label whose compiled run it
+    shares or None). `cache` holds the task's compiled runs by (compile key, seeds) and its
+    final evaluations by evaluated-parameter structure: each compiles once per task."""
+
+    def compiled_for(num_seeds):
+        key = (entry.compile_key or entry.label, num_seeds)
+        if key in cache:
+            compiled, _, run_task, owner = cache[key]
+            return compiled, 0.0, run_task, owner
+        compiled, seconds, run_task = compile_run(task, entry, num_seeds, spec)
+        cache[key] = (compiled, seconds, run_task, entry.label)
+        return compiled, seconds, run_task, None
+
+    compiled, compile_s, run_task, shared_with = compiled_for(len(spec.seeds))
+    eval_key = ("eval", entry.eval_params)
+    if eval_key not in cache:
+        cache[eval_key] = training.make_eval_fn(run_task, scoring.FINAL_SPLITS,
+                                                eval_batches=spec.eval_batches,
+                                                full_split_eval=spec.full_split_eval)
+    eval_fn = cache[eval_key]
     if entry.tunable is None:
         curves, run_s = final_run(compiled, eval_fn, entry.tx_args, spec.seeds)
-        return None, {p: (None, curves) for p in spec.protocols}, run_s, compile_s, 0.0, run_task
+        return (None, {p: (None, curves) for p in spec.protocols}, run_s, compile_s, 0.0,
+                run_task, shared_with)
     tuning_run = compiled
     if len(spec.tuning.seeds) != len(spec.seeds):  # the compiled run fixes the seed count
-        tuning_run, extra_s, _ = compile_run(task, entry, len(spec.tuning.seeds), spec)
+        tuning_run, extra_s, _, _ = compiled_for(len(spec.tuning.seeds))
         compile_s += extra_s
     start = time.perf_counter()
     result = tuning_lib.tune(
@@ -92,10 +107,10 @@ def _run_entry(task, entry, spec, storage, study_name):
         hparams = result.best[protocol]
         key = tuple(sorted(hparams.items()))
         if key not in by_hparams:  # both protocols picked the same winner: one final run
-            args = entry.with_hparams({k: jnp.float32(v) for k, v in hparams.items()})
+            args = entry.with_hparams(hparams)
             by_hparams[key], run_s = final_run(compiled, eval_fn, args, spec.seeds)
         runs[protocol] = (hparams, by_hparams[key])
-    return _tuning_record(result), runs, run_s, compile_s, tuning_s, run_task
+    return _tuning_record(result), runs, run_s, compile_s, tuning_s, run_task, shared_with
 
 
 def benchmark_task(suite_task, entries, learned, spec, workdir, tracker, progress) -> dict:
@@ -116,10 +131,10 @@ def benchmark_task(suite_task, entries, learned, spec, workdir, tracker, progres
     }
     storage = f"sqlite:///{Path(workdir).resolve() / 'optuna.db'}"
     study_name = f"{suite_task.label}:{(info or {}).get('fingerprint', '')}"
-    host_runs, tuning_s, compile_total = {}, 0.0, 0.0
+    host_runs, tuning_s, compile_total, cache = {}, 0.0, 0.0, {}
     for entry in entries:
-        tuning_record, runs, run_s, compile_s, entry_tuning_s, run_task = _run_entry(
-            task, entry, spec, storage, study_name)
+        tuning_record, runs, run_s, compile_s, entry_tuning_s, run_task, shared = _run_entry(
+            task, entry, spec, storage, study_name, cache)
         compile_total += compile_s
         tuning_s += entry_tuning_s
         if tuning_record is not None:
@@ -131,7 +146,8 @@ def benchmark_task(suite_task, entries, learned, spec, workdir, tracker, progres
             "config": entry.config, "learned_label": entry.learned_label,
             "num_trials": 0 if tuning_record is None else tuning_record["num_trials"],
             "tuning": tuning_record, "time_per_step_s": run_s / spec.num_steps,
-            "compile_s": compile_s, "state_bytes": state_bytes,
+            "compile_s": compile_s, "shares_compiled_run_with": shared,
+            "state_bytes": state_bytes,
             "state_bytes_per_param": state_bytes / num_params}
         progress.update(1)
     for label, runs in host_runs.items():

@@ -25,6 +25,7 @@ signature, gives its default) can be tuned on a grid relative to that default
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -66,6 +67,7 @@ class LearnedSpec(NamedTuple):
     description: str
     config: Mapping[str, Any]
     default_learning_rate: float | None = None
+    compile_key: Any = None  # equal for equal architectures: one compiled run serves both
 
     @property
     def tunable(self) -> bool:
@@ -181,8 +183,10 @@ def _learned_spec(label, kind, lopt, theta, num_steps, meta_families, descriptio
     tx_args = {"theta": theta}
     if default_lr is not None:
         tx_args["learning_rate"] = jnp.float32(default_lr)
+    key = ("learned", json.dumps(lopt.config(), sort_keys=True), num_steps,
+           default_lr is not None)
     return LearnedSpec(label, kind, make_tx, tx_args, tuple(meta_families), description,
-                       config, default_lr)
+                       config, default_lr, key)
 
 
 def resolve_learned(spec: str, num_steps: int, init_seed: int = 0) -> LearnedSpec:

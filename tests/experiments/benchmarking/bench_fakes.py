@@ -112,4 +112,4 @@ def fixed_learned_spec(label="fixed_sgd", learning_rate=None, fixed_rate=0.02):
     if learning_rate is not None:
         args["learning_rate"] = jnp.float32(learning_rate)
     return LearnedSpec(label, "checkpoint", make_tx, args, ("fake_family",), f"{label} (fake)",
-                       {}, learning_rate)
+                       {}, learning_rate, ("fake", label))

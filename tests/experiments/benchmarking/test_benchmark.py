@@ -232,18 +232,23 @@ def test_protocols_pick_their_own_rates_and_the_speedups_follow(tmp_path, monkey
 @pytest.mark.slow
 def test_tuning_free_runs_once_per_seed_and_learned_rates_get_equal_budgets(tmp_path,
                                                                             monkeypatch):
-    calls = {}
-    compile_run = runner.compile_run
+    calls, current = {}, []
+    compile_run, run_entry = runner.compile_run, runner._run_entry
 
     def counting_compile_run(task, entry, num_seeds, spec):
         compiled, seconds, run_task = compile_run(task, entry, num_seeds, spec)
 
-        def counted(tx_args, keys):
-            calls.setdefault(entry.label, []).append(int(keys.shape[0]))
+        def counted(tx_args, keys):  # runs of whichever entry is running (shared compiles)
+            calls.setdefault(current[-1], []).append(int(keys.shape[0]))
             return compiled(tx_args, keys)
 
         return counted, seconds, run_task
 
+    def labelled_run_entry(task, entry, *args):
+        current.append(entry.label)
+        return run_entry(task, entry, *args)
+
+    monkeypatch.setattr(runner, "_run_entry", labelled_run_entry)
     monkeypatch.setattr(runner, "compile_run", counting_compile_run)
     learned = {"fake": fixed_learned_spec(label="lr_sgd", learning_rate=0.05)}
     config = tiny_config(protocol="optimization", tuning_free="prodigy",
@@ -264,5 +269,9 @@ def test_tuning_free_runs_once_per_seed_and_learned_rates_get_equal_budgets(tmp_
     rates = sorted(h["learning_rate"] for h, _ in tuned["tuning"]["trials"])
     assert rates == pytest.approx([0.005, 0.05, 0.5])
     assert len(calls["lr_sgd (tuned lr)"]) == 3 + 1 and len(calls["adam"]) == 3 + 1
+    # Adam(1e-3) runs on tuned Adam's compiled run; a tuned learned optimizer on its default's.
+    assert optimizers["adam@1e-3"]["shares_compiled_run_with"] == "adam"
+    assert optimizers["lr_sgd"]["shares_compiled_run_with"] == "lr_sgd (tuned lr)"
+    assert optimizers["adam@1e-3"]["compile_s"] == 0.0
     profile = results["summary"]["profiles"]["optimization"]
     assert set(profile["self_tuning"]["labels"]) == {"adam@1e-3", "prodigy", "lr_sgd"}
