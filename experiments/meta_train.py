@@ -42,13 +42,15 @@ from experiments.configs import meta_base
 from learned_opt import meta
 from learned_opt.meta.checkpoint import MetaCheckpointer
 from learned_opt.pretrained import save_pretrained
+from models.augment import ReparamFamily
 from parallel.distributed import fetch_replicated
 
 # Keys that may change between a run and its resumption; every other key is fingerprinted.
-RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name")
+RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name",
+                  "snapshot_every")
 # Keys added after checkpoints existed, with the value older runs implicitly used: at that
 # value they are left out of the fingerprint, so those checkpoints still resume.
-LATER_KEYS = {"num_groups": 1, "init_from": ""}
+LATER_KEYS = {"num_groups": 1, "init_from": "", "reparam_log10_range": 0.0}
 
 
 def family_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -94,9 +96,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not all(c.isalnum() or c in "_-." for c in name):  # what save_pretrained accepts
         raise ValueError(f"pretrained name {name!r} (config.name) must be letters, digits, "
                          f"_ - . only")
+    if config.reparam_log10_range < 0 or config.snapshot_every < 0:
+        raise ValueError(f"config.reparam_log10_range ({config.reparam_log10_range}) and "
+                         f"config.snapshot_every ({config.snapshot_every}) must be >= 0")
     for key in ("num_tasks", "unroll_length", "outer_steps", "checkpoint_every", "log_every"):
         if int(config[key]) <= 0:
             raise ValueError(f"config.{key} must be positive, got {config[key]}")
+
+
+def get_family(name: str, config: ml_collections.ConfigDict):
+    """The family `name`, wrapped in reparameterisation augmentation when
+    `config.reparam_log10_range` > 0 (parameters rescaled by 10**U(-r, r))."""
+    family = models.get_family(name)
+    r = float(config.reparam_log10_range)
+    return ReparamFamily(family, 10.0 ** -r, 10.0 ** r) if r > 0 else family
 
 
 def pick_group(family, config):
@@ -118,11 +131,11 @@ def pick_groups(config) -> list[tuple]:
     """
     names = family_names(config)
     if len(names) == 1 and config.num_groups == 1:
-        family = models.get_family(names[0])
+        family = get_family(names[0], config)
         return [(family, pick_group(family, config))]
     pairs = []
     for index, name in enumerate(names):
-        family = models.get_family(name)
+        family = get_family(name, config)
         groups = family.groups("meta_train")
         count = len(groups) if config.num_groups == -1 else config.num_groups
         if count > len(groups):
@@ -214,6 +227,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
         bar.update(1)
         if step % config.checkpoint_every == 0 or step == config.outer_steps:
             ckpt.save(state)
+        if config.snapshot_every > 0 and step % config.snapshot_every == 0:
+            save_pretrained(workdir / "snapshots", f"step_{step:06d}", lopt,
+                            fetch_replicated(state.theta), {"outer_steps": step})
     buffer.flush()
     bar.close()
     ckpt.save(state)

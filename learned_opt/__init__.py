@@ -4,6 +4,7 @@
     lopt = lo.get_lopt("mlp")                   # or lo.MLPLOpt(); names: lo.list_lopts()
     theta = lopt.init(jax.random.key(0))
     tx = lopt.optimizer(theta, num_steps=1000)  # optax.GradientTransformationExtraArgs
+    tx = lo.NormMLPLOpt().optimizer(theta2, learning_rate=3e-3)  # scale-free, no horizon
 """
 
 from learned_opt import features, tasks
@@ -13,6 +14,7 @@ from learned_opt.hyper_lopt import HyperLOpt
 from learned_opt.learned_adam import LearnedAdam
 from learned_opt.lstm_lopt import LSTMLOpt
 from learned_opt.mlp_lopt import MLPLOpt
+from learned_opt.norm_mlp_lopt import NormMLPLOpt
 from learned_opt.pretrained import list_pretrained, load_pretrained, load_pretrained_theta
 from learned_opt.registry import get_lopt, list_lopts
 
@@ -24,6 +26,7 @@ __all__ = [
     "LearnedAdam",
     "LearnedOptimizer",
     "MLPLOpt",
+    "NormMLPLOpt",
     "features",
     "get_lopt",
     "list_lopts",

@@ -7,6 +7,7 @@ vmapped over `theta`, differentiated w.r.t. `theta` and sharded like the params:
     lopt = lo.MLPLOpt()
     theta = lopt.init(jax.random.key(0))
     tx = lopt.optimizer(theta, num_steps=1000)           # optax.GradientTransformationExtraArgs
+    tx = lopt.optimizer(theta, learning_rate=3e-3)       # or an optax schedule
     state = tx.init(params)
     updates, state = tx.update(grads, state, params, value=loss)
 
@@ -65,6 +66,9 @@ class StepContext(NamedTuple):
     # This leaf's gradient statistics: filled in per leaf by `policy.safe_leaf_step`, so always
     # set when an architecture sees the context.
     grad: F.GradStats | None = None
+    # learning_rate / nominal_step_size at this step (a scalar), or None when the optimizer
+    # runs at its nominal step size (`optimizer(theta)` without `learning_rate`).
+    lr_scale: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,6 +89,9 @@ class LearnedOptimizer(abc.ABC):
     # Leaf-state fields shared by a whole tensor (not one value per entry): a tensor with any
     # non-finite gradient entry leaves them unchanged.
     per_tensor_fields: ClassVar[tuple[str, ...]] = ()
+    # Whether the shared parameter-scale-aware step size (`theta["param_scale_exponent"]`)
+    # applies; False for architectures whose update magnitude is exactly the learning rate.
+    uses_param_scale: ClassVar[bool] = True
     # Per-entry fields that `leaf_state` itself masks with `ctx.grad.finite` and materializes
     # (`F.keep_finite`), because it reads them back within the step; the base leaves them as is.
     premasked_fields: ClassVar[tuple[str, ...]] = ()
@@ -153,6 +160,7 @@ class LearnedOptimizer(abc.ABC):
         checks.check_theta(self, theta)
 
     def optimizer(self, theta: Theta, num_steps: int | None = None, *,
+                  learning_rate: policy.LearningRate | None = None,
                   weight_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
         """This learned optimizer with meta-parameters `theta`, as an optax transformation.
 
@@ -160,7 +168,12 @@ class LearnedOptimizer(abc.ABC):
           theta: meta-parameters from `init` (or meta-training / `load_pretrained`).
           num_steps: the training horizon, for progress features (required when
             `needs_num_steps`).
-          weight_decay: decoupled weight decay (scaled by `nominal_step_size`).
+          learning_rate: a positive float or an optax schedule (of the 0-based update
+            index, as `optax.scale_by_learning_rate`). Every update is scaled by
+            `learning_rate / nominal_step_size(theta)`, so the step size is the user's, as
+            Adam's is. None (default): the nominal step size, the update meta-training saw.
+          weight_decay: decoupled weight decay, multiplied by the learning rate (AdamW's
+            convention; `nominal_step_size` when `learning_rate` is None).
 
         Returns:
           `GradientTransformationExtraArgs` whose `update(grads, state, params, *, value=None,
@@ -168,6 +181,7 @@ class LearnedOptimizer(abc.ABC):
           other extra args are ignored, so it works inside `optax.chain` / `MultiSteps`.
         """
         self.check_theta(theta)
+        lr_fn = policy.learning_rate_fn(learning_rate)
         if num_steps is None and self.needs_num_steps:
             raise ValueError(f"{self.name} needs num_steps (the training horizon) for its progress "
                              f"features: call optimizer(theta, num_steps=N)")
@@ -195,8 +209,11 @@ class LearnedOptimizer(abc.ABC):
             param_leaves = checks.check_structures(self.name, treedef, params, state.per_leaf)
             count = optax.safe_increment(state.count)
             extra, glob = self.global_step(theta, state.glob, value, count)
+            lr_scale = None if lr_fn is None else (
+                lr_fn(count - 1) / self.nominal_step_size(theta))
             ctx = StepContext(count, jnp.concatenate([
-                F.time_features(count), F.progress_features(count, num_steps)]), extra)
+                F.time_features(count), F.progress_features(count, num_steps)]), extra,
+                lr_scale=lr_scale)
             leaf_states = _untranspose_leaf_states(state.per_leaf, len(grads))
             new_updates, new_leaf_states = [], []
             for g, p, leaf in zip(grads, param_leaves, leaf_states, strict=True):

@@ -7,8 +7,13 @@
   `max(rms(param), param_scale_floor) ** theta["param_scale_exponent"]`. The exponent is a
   meta-parameter initialised at 0 (scale-free, like Adam); meta-training can move it towards 1
   (LARS/LAMB-like steps relative to the parameter's size).
+* **Learning rate** (optional input): `optimizer(theta, learning_rate=lr)` (a float or an
+  optax schedule) multiplies each update by `lr(step) / nominal_step_size` before the bound,
+  so every architecture's step size is the user's to tune or schedule, like Adam's; without
+  it the update is the one meta-training produced.
 * **Weight decay** (optional input): `optimizer(theta, weight_decay=wd)` adds the decoupled
-  term `-wd * nominal_step_size * param` (AdamW's convention) before clipping.
+  term `-wd * lr * param` (AdamW's convention; lr = nominal_step_size without a learning
+  rate) before clipping.
 * **Non-finite gradients**: an entry whose gradient is NaN/Inf gets a zero update and its
   per-parameter state entries stay unchanged; state that is shared by a whole tensor (Adafactor
   rows/columns, per-tensor LSTMs: `per_tensor_fields`) is left unchanged for a tensor with any
@@ -22,6 +27,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -32,6 +39,42 @@ from learned_opt import features as F
 
 if TYPE_CHECKING:
     from learned_opt.base import LearnedOptimizer, StepContext
+
+# A learning rate: a positive float or an optax schedule (0-based update index -> float).
+LearningRate = float | Callable[[jax.Array], jax.Array]
+
+
+def learning_rate_fn(learning_rate: LearningRate | None) -> Callable | None:
+    """`learning_rate` as a function of the 0-based update index (None stays None).
+
+    A concrete value (a float, or a schedule's value at step 0) must be finite and positive;
+    traced values (e.g. a learning rate vmapped over tuning trials) are not checked.
+
+    Raises:
+      ValueError: learning_rate <= 0, non-finite, or neither a number nor a callable.
+    """
+    if learning_rate is None:
+        return None
+    if callable(learning_rate):
+        _check_learning_rate(learning_rate(0), "learning_rate(0) of the schedule")
+        return lambda step: jnp.asarray(learning_rate(step), jnp.float32)
+    if isinstance(learning_rate, bool | str) or not (
+            isinstance(learning_rate, int | float) or hasattr(learning_rate, "dtype")):
+        raise ValueError(f"learning_rate must be a positive float or an optax schedule, got "
+                         f"{learning_rate!r}")
+    _check_learning_rate(learning_rate, "learning_rate")
+    value = jnp.asarray(learning_rate, jnp.float32)
+    return lambda step: value
+
+
+def _check_learning_rate(value, what: str) -> None:
+    try:
+        concrete = float(np.asarray(value))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+            TypeError):
+        return  # traced: checked by whoever made it
+    if not math.isfinite(concrete) or concrete <= 0:
+        raise ValueError(f"{what} must be a finite positive number, got {concrete!r}")
 
 
 def safe_leaf_step(lopt: LearnedOptimizer, theta: dict[str, Any], g_raw: jax.Array,
@@ -88,10 +131,15 @@ def safe_leaf_step(lopt: LearnedOptimizer, theta: dict[str, Any], g_raw: jax.Arr
         for_delta[i] = kept[i] = value
     delta = lopt.leaf_delta(theta, g, p, type(leaf)(*for_delta), aux, ctx)
     exponent = theta["param_scale_exponent"]
-    if not is_concrete_zero(exponent):
+    if lopt.uses_param_scale and not is_concrete_zero(exponent):
         delta = delta * jnp.power(F.tensor_rms(p, lopt.param_scale_floor), exponent)
+    if ctx.lr_scale is not None:
+        delta = delta * ctx.lr_scale
     if weight_decay:
-        delta = delta - weight_decay * lopt.nominal_step_size(theta) * p
+        step_size = lopt.nominal_step_size(theta)
+        if ctx.lr_scale is not None:
+            step_size = step_size * ctx.lr_scale
+        delta = delta - weight_decay * step_size * p
     delta = jnp.clip(delta, -lopt.max_update, lopt.max_update)
     update = jnp.where(finite, delta, 0.0).astype(p_raw.dtype)
     return update, type(leaf)(*kept)

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from learned_opt.base import LearnedOptimizer
+from learned_opt.policy import LearningRate
 from learned_opt.registry import get_lopt
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -118,15 +119,22 @@ def load_pretrained_theta(name_or_path: str | os.PathLike) -> tuple[LearnedOptim
     return lopt, theta, card
 
 
-def load_pretrained(name_or_path: str | os.PathLike, num_steps: int | None = None,
+def load_pretrained(name_or_path: str | os.PathLike, num_steps: int | None = None, *,
+                    learning_rate: LearningRate | None = None,
                     **optimizer_kwargs) -> optax.GradientTransformationExtraArgs:
     """The pretrained learned optimizer as an optax transformation (offline).
 
     `num_steps` (the training horizon) is passed to `lopt.optimizer`; the card's
-    `lopt_num_steps` says what it was meta-trained with.
+    `lopt_num_steps` says what it was meta-trained with. `learning_rate` (a positive float
+    or an optax schedule) defaults to the card's `learning_rate`:
+
+        tx = lo.load_pretrained("mlp_digits_mlp", learning_rate=3e-3)
     """
-    lopt, theta, _ = load_pretrained_theta(name_or_path)
-    return lopt.optimizer(theta, num_steps=num_steps, **optimizer_kwargs)
+    lopt, theta, card = load_pretrained_theta(name_or_path)
+    if learning_rate is None:
+        learning_rate = card.get("learning_rate")
+    return lopt.optimizer(theta, num_steps=num_steps, learning_rate=learning_rate,
+                          **optimizer_kwargs)
 
 
 def list_pretrained(directory: str | os.PathLike | None = None) -> list[dict]:

@@ -15,6 +15,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.lopt_kwargs = ml_collections.ConfigDict()   # architecture hyperparameters
     c.family = "digits_mlp"        # models.list_families(); several: "digits_mlp,mnist1d_mlp"
     c.num_groups = 1               # meta_train groups per family mixed in one run; -1: all
+    c.reparam_log10_range = 0.0    # reparameterisation augmentation (models.augment): params
+                                   # rescaled by 10**U(-r, r); 0: off
     c.group_index = -1             # one family, num_groups=1: index into family.groups(
                                    # "meta_train"); -1: drawn from seed
     c.estimator = "pes"            # tbptt | es | pes
@@ -34,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from = ""               # warm start: a pretrained name or card path of the same
                                    # architecture ("" -> lopt.init(seed))
     c.checkpoint_every = 100
+    c.snapshot_every = 0           # also save theta (pretrained format) in snapshots/ every
+                                   # N outer steps, for checkpoint selection; 0: never
     c.log_every = 10
     c.backends = ("local",)        # experiments.tracking backends
     return c

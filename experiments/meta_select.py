@@ -1,0 +1,162 @@
+"""Checkpoint (and default learning-rate) selection on an OOD selection set.
+
+Scores every theta snapshot a meta-training run saved (`snapshots/step_*.json`, see
+`config.snapshot_every` of experiments/configs/meta_base.py) and its final card on tasks that
+are neither in the meta-training mixture nor in the benchmark suites, then picks the best
+snapshot and, for it, the best default learning rate from a small grid:
+
+    python -m experiments.meta_select --config experiments/configs/meta_select.py \
+        --workdir workdirs/norm_mlp_select --config.run=workdirs/norm_mlp_mix
+
+Score of one (theta, learning rate): the mean over selection tasks and seeds of
+log(final train loss / Adam(1e-3)'s final train loss on the same task and seed), where the
+final loss is the mean of the last `window` steps' training losses (a diverged run scores
+log(initial loss / Adam's) + 5). Lower is better; 0 ties Adam(1e-3). Only training losses
+and the selection tasks are read: nothing of the benchmark's tasks, and no test split.
+The workdir gets `results.json` (every score) and `report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import learned_opt as lo
+import models
+from experiments import cli
+
+DIVERGED_PENALTY = 5.0
+
+
+def selection_tasks(config) -> list[tuple[str, object]]:
+    """(name, task) of the selection set: `config.selection_family`'s held-out tasks."""
+    tasks = models.heldout_tasks(config.selection_family, config.num_tasks,
+                                 seed=config.task_seed)
+    return [(f"{config.selection_family}/heldout{i}:{task.name}", task)
+            for i, task in enumerate(tasks)]
+
+
+def train_curve_fn(task, make_tx, num_steps: int):
+    """jit(fn(tx_args, seed) -> per-step train losses) for one task."""
+
+    def fn(tx_args, seed):
+        key = jax.random.fold_in(jax.random.key(1234), seed)
+        params = task.init(jax.random.fold_in(key, 0))
+        tx = make_tx(tx_args)
+        state = tx.init(params)
+
+        def step(carry, k):
+            params, state = carry
+            batch = task.sample_batch(jax.random.fold_in(jax.random.fold_in(key, 1), k), "train")
+            loss, grads = jax.value_and_grad(task.loss)(params, batch)
+            updates, state = tx.update(grads, state, params, value=loss)
+            return (optax.apply_updates(params, updates), state), loss
+
+        _, losses = jax.lax.scan(step, (params, state), jnp.arange(num_steps))
+        return losses
+
+    return jax.jit(fn)
+
+
+def final_loss(losses: np.ndarray, window: int) -> float:
+    tail = losses[-window:]
+    if not np.all(np.isfinite(tail)):
+        return math.inf
+    return float(np.mean(tail))
+
+
+def score(losses: np.ndarray, reference: float, window: int) -> float:
+    value = final_loss(losses, window)
+    if not math.isfinite(value):
+        return math.log(max(float(losses[0]), 1e-12) / reference) + DIVERGED_PENALTY
+    return math.log(max(value, 1e-12) / reference)
+
+
+def candidates(run_dir: Path) -> list[Path]:
+    """Snapshot cards of a run, by step, then the final card(s) at the top of the run dir."""
+    snaps = sorted((run_dir / "snapshots").glob("step_*.json"))
+    finals = [p for p in sorted(run_dir.glob("*.json"))
+              if p.name not in ("config.json", "env.json")]
+    return snaps + finals
+
+
+def main(config, workdir):
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(config.run)
+    cards = candidates(run_dir)
+    if not cards:
+        raise ValueError(f"config.run={config.run!r} holds no snapshots/step_*.json and no card")
+    lopt, _, _ = lo.load_pretrained_theta(cards[0])
+    tasks = selection_tasks(config)
+    seeds = list(range(config.num_seeds))
+    learning_rates = [float(x) for x in cli.names(config.learning_rates)]
+    adam_fns = {name: train_curve_fn(t, lambda a: optax.adam(a["lr"]), config.num_steps)
+                for name, t in tasks}
+    lopt_fns = {name: train_curve_fn(t, lambda a: lopt.optimizer(
+        a["theta"], learning_rate=a["lr"]), config.num_steps) for name, t in tasks}
+    reference = {(name, s): final_loss(np.asarray(adam_fns[name]({"lr": jnp.float32(1e-3)}, s)),
+                                       config.window)
+                 for name, _ in tasks for s in seeds}
+
+    def evaluate(theta, lr):
+        per_task = {}
+        for name, _ in tasks:
+            per_task[name] = float(np.mean([score(np.asarray(lopt_fns[name](
+                {"theta": theta, "lr": jnp.float32(lr)}, s)), reference[(name, s)],
+                config.window) for s in seeds]))
+        return float(np.mean(list(per_task.values()))), per_task
+
+    rows = []
+    base_lr = learning_rates[len(learning_rates) // 2]
+    for card_path in cards:
+        step_lopt, theta, card = lo.load_pretrained_theta(card_path)
+        if step_lopt != lopt:
+            continue
+        mean, per_task = evaluate(theta, base_lr)
+        rows.append({"card": str(card_path), "outer_steps": card.get("outer_steps"),
+                     "learning_rate": base_lr, "score": mean, "per_task": per_task})
+        print(f"{card_path.name}: score {mean:+.4f} at lr {base_lr:g}", flush=True)
+    best = min(rows, key=lambda r: r["score"])
+    _, theta, _ = lo.load_pretrained_theta(best["card"])
+    lr_rows = []
+    for lr in learning_rates:
+        mean, per_task = evaluate(theta, lr)
+        lr_rows.append({"learning_rate": lr, "score": mean, "per_task": per_task})
+        print(f"best snapshot at lr {lr:g}: score {mean:+.4f}", flush=True)
+    best_lr = min(lr_rows, key=lambda r: r["score"])
+    # Reference points: Adam over the same grid (how far a tuned Adam gets on this set).
+    adam_rows = []
+    for lr in learning_rates:
+        scores = [score(np.asarray(adam_fns[name]({"lr": jnp.float32(lr)}, s)),
+                        reference[(name, s)], config.window) for name, _ in tasks for s in seeds]
+        adam_rows.append({"learning_rate": lr, "score": float(np.mean(scores))})
+    results = {"run": str(run_dir), "tasks": [n for n, _ in tasks], "seeds": seeds,
+               "num_steps": config.num_steps, "window": config.window,
+               "score": "mean log(final train loss / Adam(1e-3) final train loss)",
+               "snapshots": rows, "selected": best, "learning_rate_grid": lr_rows,
+               "selected_learning_rate": best_lr["learning_rate"], "adam_grid": adam_rows}
+    (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    lines = ["# Checkpoint selection on the OOD selection set", "",
+             f"Run {run_dir}; tasks {results['tasks']}; seeds {seeds}; {config.num_steps} "
+             f"steps; score = {results['score']} (lower is better, 0 = Adam(1e-3)).", "",
+             "| snapshot | outer steps | lr | score |", "|---|---|---|---|"]
+    lines += [f"| {Path(r['card']).name} | {r['outer_steps']} | {r['learning_rate']:g} | "
+              f"{r['score']:+.4f} |" for r in rows]
+    lines += ["", f"Selected: {Path(best['card']).name}", "", "| lr | selected score | "
+              "Adam score |", "|---|---|---|"]
+    lines += [f"| {a['learning_rate']:g} | {b['score']:+.4f} | {a['score']:+.4f} |"
+              for a, b in zip(adam_rows, lr_rows, strict=True)]
+    lines += ["", f"Selected default learning rate: {best_lr['learning_rate']:g}"]
+    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    cli.run(main, config_help="checkpoint-selection config file")
