@@ -27,6 +27,7 @@ def _tiny_ensembles(optimizers="adam,mlp_digits_mlp"):
     return config
 
 
+@pytest.mark.slow
 def test_ensembles_main(tmp_path):
     results = ensembles.main(_tiny_ensembles(), str(tmp_path))
     assert {"seeds/adam", "bagging/adam", "seeds/mlp_digits_mlp", "bagging/mlp_digits_mlp",
@@ -50,6 +51,7 @@ def test_ensembles_bad_member_count(tmp_path):
         ensembles.main(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_learning_curves_main_resumes_without_recomputing(tmp_path, monkeypatch):
     config = curves_config.get_config()
     config.task_kwargs = {"batch_size": 32}
@@ -60,7 +62,7 @@ def test_learning_curves_main_resumes_without_recomputing(tmp_path, monkeypatch)
     config.budgets = (10, 20)
     config.budget_sizes = ("8",)
     config.tuning_grid_points = 1
-    config.tuning_seeds = (0,)
+    config.tuning_seeds = (0, 1)   # as many as the final seeds: one compiled run per runner
     config.seeds = (100, 101)
     config.num_resamples = 50
     first = learning_curves.main(config, str(tmp_path))
