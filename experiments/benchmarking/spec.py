@@ -118,7 +118,7 @@ class BenchmarkSpec:
         if not (0.0 <= warmup < 1.0 and 0.0 <= end <= 1.0):
             raise ValueError(f"warmup_fraction={warmup} must be in [0, 1) and end_fraction={end} "
                              "in [0, 1]")
-        decades = float(get("learned_grid_decades", 2.0))
+        decades = float(get("learned_grid_decades", 3.0))
         if decades <= 0:
             raise ValueError(f"learned_grid_decades={decades} must be positive")
         resamples = int(get("bootstrap_resamples", 2000))

@@ -254,6 +254,7 @@ def test_tuning_free_runs_once_per_seed_and_learned_rates_get_equal_budgets(tmp_
     config = tiny_config(protocol="optimization", tuning_free="prodigy",
                          schedule="warmup_cosine")
     config.tuning.grid_points = 3
+    config.learned_grid_decades = 2.0
     results, _, _ = run_tiny(tmp_path, monkeypatch, FakeTask(), learned, config)
     optimizers = results["tasks"][0]["optimizers"]
     assert results["protocols"] == ["optimization"]
@@ -263,7 +264,7 @@ def test_tuning_free_runs_once_per_seed_and_learned_rates_get_equal_budgets(tmp_
         assert optimizers[name]["num_trials"] == 0 and optimizers[name]["tuning"] is None
     assert "tuning-free, 0 trials" in optimizers["prodigy"]["description"]
     # The learned optimizer with a learning rate: as many trials as tuned Adam, on a grid
-    # centred on its default 0.05 (x 10^-1 ... x 10^1).
+    # centred on its default 0.05 (x 10^-1 ... x 10^1 with learned_grid_decades=2).
     tuned = optimizers["lr_sgd (tuned lr)"]
     assert tuned["track"] == "tuned" and tuned["num_trials"] == optimizers["adam"]["num_trials"]
     rates = sorted(h["learning_rate"] for h, _ in tuned["tuning"]["trials"])
