@@ -14,10 +14,13 @@ A card's `heldout_results` block is rebuilt from one or more `results.json` file
         --config.results=workdirs/b_heldout/results.json,workdirs/b_ood/results.json \\
         [--config.card=learned_opt/pretrained/adafac_mlp_mnist1d_mlp.json --config.write=True]
 
-Without `write` the command prints the block; with it, the card's `heldout_results.tasks`,
-`.counts`, `.protocols` and `.results_schema_version` are replaced (its prose `summary`,
-`commands` and `settings` are kept: edit those by hand to match). Results files of an older
-schema (which mixed protocols) are refused. The weights file and its sha256 are never touched.
+Without `write` the command prints the block; with it, the card's whole `heldout_results`
+block is replaced, prose included: `summary` (one generated line per protocol, entry and
+group against each reference, so no claim outlives the figures it came from), `commands` and
+`settings` (from the results files), `provenance` (git commit, dirty flag and device of each
+run, from the `env.json` beside each results.json). Results files of an older schema (which
+mixed protocols) are refused. The rest of the card (weights, sha256, training config) is never
+touched.
 """
 
 from __future__ import annotations
@@ -136,12 +139,72 @@ def counts(results: list[dict], label: str, *, num_resamples: int = 2000, seed: 
     return out
 
 
-def update_card(card: dict, results: list[dict], label: str) -> dict:
-    """`card` with its `heldout_results` figures rebuilt from `results` (a copy)."""
+_GROUP_WORDS = {"held_out_in_family": "held-out tasks of its meta-training family",
+                "held_out_of_other_family": "held-out tasks of the other family",
+                "ood_suite": "out-of-distribution suite tasks"}
+_ENTRY_WORDS = {"default": "at its card's learning rate (0 trials)",
+                "tuned_lr": "with its learning rate tuned"}
+_SCORE_WORDS = {"optimization": "train loss", "generalization": "test loss (early stopped)"}
+
+
+def _interval(c: dict, name: str) -> str:
+    low, high = c[f"{name}_ci95"]
+    return f"{c[name]} [{low}, {high}]"
+
+
+def summary_lines(block_counts: dict) -> list[str]:
+    """One sentence per protocol, entry, group and reference of `counts(...)`."""
+    lines = []
+    for protocol, by_entry in block_counts.items():
+        for entry, by_group in by_entry.items():
+            for group, by_ref in by_group.items():
+                for ref, c in by_ref.items():
+                    seeds = "/".join(map(str, c["num_seeds"]))
+                    lines.append(
+                        f"{protocol} protocol, {_ENTRY_WORDS[entry]}, vs "
+                        f"{'tuned Adam' if ref == 'adam' else 'Adam(1e-3)'} on "
+                        f"{c['num_tasks']} {_group_text(group)} x {seeds} seeds: lower "
+                        f"{_SCORE_WORDS[protocol]} on {c['tasks_won']}/{c['num_tasks']}, "
+                        f"reached its target on {c['reached_target']}, speedup median "
+                        f"{_interval(c, 'speedup_median')}, normalised score median "
+                        f"{_interval(c, 'normalized_loss_median')}, diverged on "
+                        f"{c['diverged_tasks']}")
+    return lines
+
+
+def _group_text(group: str) -> str:
+    return _GROUP_WORDS.get(group, f"{group} tasks")
+
+
+def settings_text(result: dict) -> str:
+    """The run's budget, seeds, tuning and baselines, in one line."""
+    s = result.get("settings") or {}
+    if not s:
+        return "unknown"
+    t = s["tuning"]
+    return (f"{s['num_steps']} steps; tuned: {', '.join(s['baselines'])} ({t['grid_points']}-"
+            f"point {t['sampler']} over the learning rate, {s['schedule']} schedule) and the "
+            f"learned optimizers on a {t['grid_points']}-point grid spanning "
+            f"{s['learned_grid_decades']} decades around their card's rate; self-tuning: "
+            f"Adam(1e-3){', ' + ', '.join(s['tuning_free']) if s['tuning_free'] else ''} and "
+            f"each learned optimizer at its card's rate; tuning seeds {t['seeds']}, final seeds "
+            f"{s['seeds']}; speedup and normalised score per benchmarking.metrics")
+
+
+def update_card(card: dict, results: list[dict], label: str,
+                provenance: list[dict] | None = None) -> dict:
+    """`card` with its `heldout_results` block rebuilt from `results` (a copy); `provenance`:
+    per results file, e.g. {"git_commit", "git_dirty", "device"}."""
     card = json.loads(json.dumps(card))
-    block = card.setdefault("heldout_results", {})
-    block["results_schema_version"] = SCHEMA_VERSION
-    block["protocols"] = _check(results)
-    block["tasks"] = task_entries(results, label)
-    block["counts"] = counts(results, label)
+    block_counts = counts(results, label)
+    card["heldout_results"] = {
+        "results_schema_version": SCHEMA_VERSION,
+        "protocols": _check(results),
+        "commands": [r.get("command") for r in results],
+        "provenance": provenance or [{"device": r.get("device")} for r in results],
+        "settings": [settings_text(r) for r in results],
+        "summary": summary_lines(block_counts),
+        "tasks": task_entries(results, label),
+        "counts": block_counts,
+    }
     return card

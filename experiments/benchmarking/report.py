@@ -22,7 +22,7 @@ PROTOCOL_WORDS = {
                        "loss at the best-validation evaluation (early stopping)", "test loss"),
 }
 REFERENCE_WORDS = {"adam": "tuned Adam", "adam@1e-3": "Adam(1e-3)"}
-TRACK_WORDS = {"tuned": "tuned", "self_tuning": "self-tuning, 0 trials"}
+TRACK_WORDS = {"tuned": "tuned", "self_tuning": "self-tuning"}
 _KIND_WORDS = {"all": "", "heldout_in_family": "held-out in-family",
                "out_of_distribution": "out-of-distribution",
                "named_in_family": "named in-family", "not_meta_trained": "(not meta-trained)"}
@@ -67,9 +67,8 @@ def headline_line(protocol: str, label: str, item: dict, reference: str, group="
     trials = sorted(set(item["num_trials"]))
     seeds = "/".join(map(str, agg["num_seeds"]))
     what = PROTOCOL_WORDS[protocol][2]
-    text = (f"[{PROTOCOL_WORDS[protocol][0]}] {label} ({TRACK_WORDS[item['track']]}"
-            f"{'' if item['track'] == 'self_tuning' else ', ' + '/'.join(map(str, trials))}"
-            f"{'' if item['track'] == 'self_tuning' else ' trials'}) vs "
+    text = (f"[{PROTOCOL_WORDS[protocol][0]}] {label} ({TRACK_WORDS[item['track']]}, "
+            f"{'/'.join(map(str, trials))} trials) vs "
             f"{REFERENCE_WORDS.get(reference, reference)} on {agg['num_tasks']}"
             f"{' ' + _KIND_WORDS.get(group, group) if group != 'all' else ''} task(s) x {seeds} "
             f"seeds: lower {what} on "

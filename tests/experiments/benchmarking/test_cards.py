@@ -78,7 +78,7 @@ def test_task_entries_and_card_update(tmp_path):
     assert entries[2]["generalization"]["default"]["score"] == 0.9  # the later file wins
     assert entries[3]["optimization"]["default"]["diverged_seeds"] == 1
     card = {"name": LABEL, "weights_sha256": "abc",
-            "heldout_results": {"summary": "prose kept", "tasks": []}}
+            "heldout_results": {"summary": "an old claim: 29x faster", "tasks": []}}
     path = tmp_path / "card.json"
     path.write_text(json.dumps(card))
     files = []
@@ -92,7 +92,13 @@ def test_task_entries_and_card_update(tmp_path):
     updated = json.loads(path.read_text())
     assert updated["weights_sha256"] == "abc"
     block = updated["heldout_results"]
-    assert block["summary"] == "prose kept" and block["tasks"] == entries
+    assert block["tasks"] == entries
+    # The prose is regenerated from the figures: the old claim is gone, not footnoted.
+    assert "29x" not in json.dumps(block)
+    assert any(line.startswith("optimization protocol, at its card's learning rate (0 trials), "
+                               "vs tuned Adam on 1 held-out tasks of its meta-training family")
+               for line in block["summary"])
+    assert [p["results"] for p in block["provenance"]] == [str(f) for f in files]
     assert block["protocols"] == PROTOCOLS and block["results_schema_version"] == 2
     assert block["counts"]["optimization"]["default"]["ood_suite"]["adam"]["num_tasks"] == 2
 
