@@ -41,7 +41,8 @@ REFERENCES = ("adam", "adam@1e-3")
 
 
 def _round(value, digits=4):
-    return None if value is None else round(float(value), digits)
+    """`value` to `digits` significant digits (losses span 1e-6 .. 10)."""
+    return None if value is None else float(f"{float(value):.{digits}g}")
 
 
 def _check(results: list[dict]) -> list[str]:

@@ -63,6 +63,7 @@ def test_each_protocols_tuning_reads_only_its_splits(protocols, splits):
     assert all(math.isfinite(v) for v in result.best_value.values())
 
 
+@pytest.mark.slow
 def test_the_benchmarks_shared_run_reads_only_the_tuning_splits():
     """The compiled run tuning shares with the final runs evaluates nothing tuning may not read
     (the final runs read valid / test later, from snapshots, through a separate function)."""
