@@ -81,8 +81,8 @@ def score(losses: np.ndarray, reference: float, window: int) -> float:
 def candidates(run_dir: Path) -> list[Path]:
     """Snapshot cards of a run, by step, then the final card(s) at the top of the run dir."""
     snaps = sorted((run_dir / "snapshots").glob("step_*.json"))
-    finals = [p for p in sorted(run_dir.glob("*.json"))
-              if p.name not in ("config.json", "env.json")]
+    names = {card["name"] for card in lo.list_pretrained(run_dir)}
+    finals = [run_dir / f"{name}.json" for name in sorted(names)]
     return snaps + finals
 
 

@@ -1,0 +1,28 @@
+"""The norm_mlp recipe at a reduced budget, for ablations (one table: selection-set scores).
+
+One meta_train group each of digits_mlp and mnist1d_mlp, 4 tasks per group, 100 outer steps
+(what a shared 2-core CPU allowed beside the main run); otherwise as
+experiments/configs/meta_norm_mlp.py. Variants:
+
+    python -m experiments.meta_train --config experiments/configs/meta_norm_mlp_small.py \
+        --workdir workdirs/abl_full
+    ... --workdir workdirs/abl_no_orth --config.lopt_kwargs.orthogonalize=False
+    ... --workdir workdirs/abl_no_norm --config.lopt_kwargs.normalize_output=False
+    ... --workdir workdirs/abl_no_aug --config.reparam_log10_range=0.0
+    python -m experiments.meta_select --config experiments/configs/meta_select.py \
+        --workdir workdirs/abl_full_select --config.run=workdirs/abl_full
+"""
+
+from experiments.configs import meta_norm_mlp
+
+
+def get_config():
+    c = meta_norm_mlp.get_config()
+    c.name = "norm_mlp_small"
+    c.family = "digits_mlp,mnist1d_mlp"
+    c.num_groups = 1
+    c.num_tasks = 4
+    c.outer_steps = 100
+    c.checkpoint_every = 50
+    c.snapshot_every = 0
+    return c

@@ -1,0 +1,97 @@
+"""Long-horizon stability of a learned optimizer: train far past its meta-training horizons.
+
+Trains `config.task` for `config.num_steps` steps (default 20k: 10x norm_mlp_mix's longest
+meta-training horizon of 2000) with a pretrained optimizer at its card's default learning rate
+(or `config.learning_rate`), beside Adam at the same learning rate, on `config.num_seeds`
+seeds, and reports whether it ever diverged: a non-finite loss, or a smoothed training loss that
+climbs above `blowup_factor` x its running minimum (late-training blow-up).
+
+    python -m experiments.meta_stability --config experiments/configs/meta_stability.py \
+        --workdir workdirs/norm_mlp_stability --config.pretrained=norm_mlp_mix
+
+The workdir gets results.json (smoothed curves every `log_every` steps, per-seed verdicts) and
+report.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import learned_opt as lo
+import models
+from experiments import cli
+
+
+def curve(task, tx, seed: int, num_steps: int) -> np.ndarray:
+    """Per-step training losses of `tx` on `task` (one compiled scan)."""
+
+    @jax.jit
+    def run(key):
+        params = task.init(jax.random.fold_in(key, 0))
+
+        def step(carry, k):
+            params, state = carry
+            batch = task.sample_batch(jax.random.fold_in(jax.random.fold_in(key, 1), k), "train")
+            loss, grads = jax.value_and_grad(task.loss)(params, batch)
+            updates, state = tx.update(grads, state, params, value=loss)
+            return (optax.apply_updates(params, updates), state), loss
+
+        _, losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(num_steps))
+        return losses
+
+    return np.asarray(run(jax.random.key(seed)))
+
+
+def verdict(losses: np.ndarray, window: int, blowup_factor: float) -> dict:
+    """Smoothed curve, running minimum and the divergence verdict of one run."""
+    finite = bool(np.all(np.isfinite(losses)))
+    n = len(losses) // window
+    smooth = losses[: n * window].reshape(n, window).mean(axis=1)
+    running_min = np.minimum.accumulate(np.where(np.isfinite(smooth), smooth, np.inf))
+    worst = float(np.max(smooth / np.maximum(running_min, 1e-12))) if finite else float("inf")
+    return {"finite": finite, "max_smoothed_over_running_min": worst,
+            "diverged": (not finite) or worst > blowup_factor,
+            "initial": float(smooth[0]), "final": float(smooth[-1]),
+            "min": float(running_min[-1]), "smoothed": [float(x) for x in smooth]}
+
+
+def main(config, workdir):
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lopt, theta, card = lo.load_pretrained_theta(config.pretrained)
+    learning_rate = config.learning_rate or card.get("learning_rate")
+    task = models.get_task(config.task, **config.task_kwargs.to_dict())
+    runs = {"learned": lopt.optimizer(theta, learning_rate=learning_rate),
+            "adam": optax.adam(learning_rate)}
+    results = {"pretrained": config.pretrained, "task": config.task,
+               "task_kwargs": config.task_kwargs.to_dict(), "num_steps": config.num_steps,
+               "learning_rate": learning_rate, "window": config.log_every,
+               "blowup_factor": config.blowup_factor, "runs": {}}
+    for name, tx in runs.items():
+        results["runs"][name] = [verdict(curve(task, tx, seed, config.num_steps),
+                                         config.log_every, config.blowup_factor)
+                                 for seed in range(config.num_seeds)]
+    (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    lines = [f"# Stability over {config.num_steps} steps: {config.pretrained} on {config.task} "
+             f"{config.task_kwargs.to_dict()}", "",
+             f"learning rate {learning_rate:g} (both); smoothed over {config.log_every} steps; "
+             f"diverged = non-finite or smoothed loss > {config.blowup_factor}x its running min",
+             "", "| optimizer | seed | initial | min | final | max/running-min | diverged |",
+             "|---|---|---|---|---|---|---|"]
+    for name, verdicts in results["runs"].items():
+        for seed, v in enumerate(verdicts):
+            lines.append(f"| {name} | {seed} | {v['initial']:.4f} | {v['min']:.4g} | "
+                         f"{v['final']:.4g} | {v['max_smoothed_over_running_min']:.3g} | "
+                         f"{v['diverged']} |")
+    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    cli.run(main, config_help="stability-check config file")
