@@ -91,6 +91,10 @@ def main(config, workdir):
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(config.run)
     cards = candidates(run_dir)
+    if config.stride > 1:  # every stride-th snapshot, always the latest one
+        snaps = [c for c in cards if c.parent.name == "snapshots"]
+        kept = set(snaps[::-1][::config.stride])
+        cards = [c for c in cards if c.parent.name != "snapshots" or c in kept]
     if not cards:
         raise ValueError(f"config.run={config.run!r} holds no snapshots/step_*.json and no card")
     lopt, _, _ = lo.load_pretrained_theta(cards[0])

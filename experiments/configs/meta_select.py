@@ -22,4 +22,5 @@ def get_config():
     c.num_steps = 1000
     c.window = 50                       # final loss = mean of the last `window` train losses
     c.learning_rates = "1e-3,3e-3,1e-2"  # the middle one scores the snapshots
+    c.stride = 1                        # score every stride-th snapshot (counted from the last)
     return c
