@@ -162,6 +162,41 @@ def _task_table(record, protocol: str) -> list[str]:
     return lines
 
 
+def calibration_section(results) -> list[str]:
+    """"Calibration and slices": per protocol, each optimizer's test calibration (first final
+    seed, tasks with predictions) before / after temperature scaling, then each task's
+    reliability diagrams. Empty without an offline evaluation."""
+    table = results["summary"].get("calibration")
+    if not table:
+        return []
+    out = ["", "## Calibration and slices", "",
+           f"Models at the end of training, first final seed ({results['settings']['seeds'][0]}),"
+           " on the classification tasks. ECE: top-label, 15 equal-width bins, on test; the "
+           "temperature is fitted on valid only. Medians over tasks; worst class = the lowest "
+           "per-class test accuracy. Every metric with its bootstrap interval, the slice "
+           "finder's high-error slices and the baselines: [evaluation.md](evaluation/"
+           "evaluation.md)."]
+    for protocol, per_label in table.items():
+        out += ["", f"### Calibration [{protocol} protocol]", "",
+                "| optimizer | tasks | ECE before | ECE after | temperature | worst class acc "
+                "| test macro F1 |", "|---|---|---|---|---|---|---|"]
+        for label, row in per_label.items():
+            out.append(f"| {label} | {row['num_tasks']} | {_fmt(row['ece_before'])} | "
+                       f"{_fmt(row['ece_after'])} | {_fmt(row['temperature'])} | "
+                       f"{_fmt(row['worst_class_accuracy'])} | {_fmt(row['test_f1_macro'])} |")
+    protocol = results["protocols"][0]
+    for record in results["tasks"]:
+        diagrams = [(label, entry["runs"][protocol].get("evaluation"))
+                    for label, entry in record["optimizers"].items()
+                    if entry["kind"] == "learned" or label == results["references"]["tuned"]]
+        diagrams = [(label, e) for label, e in diagrams if e]
+        if diagrams:
+            out += ["", f"Reliability diagrams, {record['label']} [{protocol} protocol]: "
+                    + " ".join(f"![{label}]({e['reliability_diagram']})"
+                               for label, e in diagrams)]
+    return out
+
+
 def render_markdown(results) -> str:
     """The report's markdown text."""
     s = results["settings"]
@@ -216,6 +251,7 @@ def render_markdown(results) -> str:
                 out += ["", f"Warning ({PROTOCOL_WORDS[protocol][0]}): best value on the edge of "
                         f"the search range for {'; '.join(edges)} -- the range may be too narrow."]
         out += ["", f"![curves](curves_{safe_name(r['label'])}.png)"]
+    out += calibration_section(results)
     out += ["", "## Definitions", "",
             "Optimization protocol: speedup = the reference's steps to its own final training "
             f"loss (seed-mean, smoothed over {s['smoothing_window']} steps) / this optimizer's "

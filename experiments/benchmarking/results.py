@@ -17,13 +17,16 @@ test split, and only for reporting. Each run is then scored under each protocol
 
 Outputs in the workdir (all logged through `experiments.tracking`): `results.json` (schema below),
 `report.md`, `curves_<task>.png`, `profile_<protocol>_<track>.png`, the tracker's
-config/env/metrics files, and `optuna.db`.
+config/env/metrics files, `optuna.db`, and (config.predictions) `evaluation/`: the final
+models' predictions, evaluation.json / evaluation.md and reliability diagrams
+(`benchmarking.offline_eval`).
 
 results.json (schema_version 2):
   protocols: ["optimization", "generalization"] (those run); references: {track: reference
   label} ("tuned": "adam", "self_tuning": "adam@1e-3"); tracks: {label: "tuned" | "self_tuning"}
   settings: the BenchmarkSpec (`benchmarking.spec`) as a dict, plus tuning_reused_from
-  wall_time_s: {"total", "compile", "tuning" (trials), "final_runs_and_rest"}; device: str
+  wall_time_s: {"total", "compile", "tuning" (trials), "offline_evaluation",
+  "final_runs_and_rest"}; device: str
   command: str
   tasks: list of {
     label, origin ("named" | "heldout" | "ood"), family, num_params, dataset (task.dataset_info()
@@ -55,12 +58,18 @@ results.json (schema_version 2):
              normalized_loss: [per seed | null], normalized_status: ["ok" | "diverged" |
              "no_scale" per seed], won: bool}},
         curves: {eval_steps, train|valid|test: {metric: [[per seed]]}, train_loss_steps,
-                 train_loss_smoothed: [[per seed, every curve_stride steps]]}}}}}}
+                 train_loss_smoothed: [[per seed, every curve_stride steps]]},
+        evaluation_model, evaluation (only with config.predictions; null on a task that is not
+               a classification task): the first final seed's end-of-training model's offline
+               evaluation, `benchmarking.offline_eval` {model, seed, test_accuracy,
+               test_f1_macro, test_f1_per_class, test_log_loss, ece_before, ece_after,
+               temperature, per_class_accuracy, reliability_diagram}}}}}}
   summary: {by_protocol: {protocol: {label: {kind, track, num_trials: [per task],
             groups: {"all" | distribution kind: {reference: {num_tasks, num_seeds,
             single_seed, tasks_won, fraction_won, reached_target, diverged_tasks,
             speedup: {n, median, median_ci, iqm, iqm_ci}, normalized_loss: {same, n_no_scale}}}}}}},
-            profiles: {protocol: {track: {labels, tasks, costs: [[seed-mean score | null]]}}}}
+            profiles: {protocol: {track: {labels, tasks, costs: [[seed-mean score | null]]}}},
+            calibration (with an offline evaluation): `offline_eval.calibration_table`}
 Speedup semantics (None = never reached): `benchmarking.metrics`; aggregates:
 `benchmarking.summary` and `benchmarking.stats` (95% percentile-bootstrap intervals over
 tasks x seeds).

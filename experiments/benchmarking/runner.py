@@ -18,13 +18,14 @@ import jax
 import numpy as np
 
 from experiments.benchmarking import metrics as bm
+from experiments.benchmarking import offline_eval, scoring, summary
 from experiments.benchmarking import plan as benchmark_plan
-from experiments.benchmarking import scoring, summary
 from experiments.benchmarking import suite as benchmark_suite
 from experiments.benchmarking import tuning as tuning_lib
 from experiments.benchmarking.eval_params import with_eval_params
 from experiments.benchmarking.results import SCHEMA_VERSION
 from experiments.benchmarking.spec import REFERENCE
+from experiments.evaluation import EvaluationSettings, snapshot_params
 from learned_opt import training
 
 
@@ -47,15 +48,17 @@ def compile_run(task, entry, num_seeds, spec):
 def final_run(compiled_run, eval_fn, tx_args, seeds):
     """Train on the final `seeds`, then evaluate the snapshots on train/valid/test.
 
-    Returns host Curves whose `evals` hold all three splits (no snapshots) and the run's seconds.
+    Returns (host Curves whose `evals` hold all three splits (no snapshots), the run's seconds,
+    the first seed's parameters at the end of training (host arrays, for its predictions)).
     """
     keys = training.seed_keys(tuple(seeds))
     start = time.perf_counter()
     curves = jax.block_until_ready(compiled_run(tx_args, keys))
     run_s = time.perf_counter() - start
     evals = eval_fn(curves.snapshots, keys)
+    final_params = snapshot_params(curves.snapshots, seed_index=0, eval_index=-1)
     curves = jax.device_get(curves._replace(evals=evals, snapshots=None))
-    return curves, run_s
+    return curves, run_s, final_params
 
 
 def _tuning_record(result: tuning_lib.TuningResult) -> dict:
@@ -68,7 +71,8 @@ def _tuning_record(result: tuning_lib.TuningResult) -> dict:
 
 
 def _run_entry(task, entry, spec, storage, study_name, cache):
-    """(tuning record | None, {protocol: (hparams | None, host curves)}, seconds of one final
+    """(tuning record | None, {protocol: (hparams | None, host curves, first seed's final
+    params)}, seconds of one final
     run, of compiling, of tuning trials, the task as run, the label whose compiled run it
     shares or None). `cache` holds the task's compiled runs by (compile key, seeds) and its
     final evaluations by evaluated-parameter structure: each compiles once per task."""
@@ -90,8 +94,8 @@ def _run_entry(task, entry, spec, storage, study_name, cache):
                                                 full_split_eval=spec.full_split_eval)
     eval_fn = cache[eval_key]
     if entry.tunable is None:
-        curves, run_s = final_run(compiled, eval_fn, entry.tx_args, spec.seeds)
-        return (None, {p: (None, curves) for p in spec.protocols}, run_s, compile_s, 0.0,
+        curves, run_s, params = final_run(compiled, eval_fn, entry.tx_args, spec.seeds)
+        return (None, {p: (None, curves, params) for p in spec.protocols}, run_s, compile_s, 0.0,
                 run_task, shared_with)
     tuning_run = compiled
     if len(spec.tuning.seeds) != len(spec.seeds):  # the compiled run fixes the seed count
@@ -108,13 +112,17 @@ def _run_entry(task, entry, spec, storage, study_name, cache):
         key = tuple(sorted(hparams.items()))
         if key not in by_hparams:  # both protocols picked the same winner: one final run
             args = entry.with_hparams(hparams)
-            by_hparams[key], run_s = final_run(compiled, eval_fn, args, spec.seeds)
-        runs[protocol] = (hparams, by_hparams[key])
+            curves, run_s, params = final_run(compiled, eval_fn, args, spec.seeds)
+            by_hparams[key] = (curves, params)
+        runs[protocol] = (hparams, *by_hparams[key])
     return _tuning_record(result), runs, run_s, compile_s, tuning_s, run_task, shared_with
 
 
-def benchmark_task(suite_task, entries, learned, spec, workdir, tracker, progress) -> dict:
-    """Every entry on one task; returns the task's record (schema: `benchmarking.results`)."""
+def benchmark_task(suite_task, entries, learned, spec, workdir, tracker, progress,
+                   saver=None) -> dict:
+    """Every entry on one task; returns the task's record (schema: `benchmarking.results`).
+    With a `saver` (`offline_eval.PredictionSaver`), each final run's first-seed model saves
+    its valid/test predictions and its run records the model's name."""
     task = suite_task.task
     info = task.dataset_info() if hasattr(task, "dataset_info") else None
     num_params = training.num_parameters(task)
@@ -139,7 +147,7 @@ def benchmark_task(suite_task, entries, learned, spec, workdir, tracker, progres
         tuning_s += entry_tuning_s
         if tuning_record is not None:
             tracker.log_params({f"tuned/{suite_task.label}/{entry.label}": tuning_record["best"]})
-        host_runs[entry.label] = runs
+        host_runs[entry.label] = (runs, run_task)
         state_bytes = training.optimizer_state_bytes(run_task, entry.make_tx(entry.tx_args))
         record["optimizers"][entry.label] = {
             "kind": entry.kind, "track": entry.track, "description": entry.description,
@@ -150,15 +158,21 @@ def benchmark_task(suite_task, entries, learned, spec, workdir, tracker, progres
             "state_bytes": state_bytes,
             "state_bytes_per_param": state_bytes / num_params}
         progress.update(1)
-    for label, runs in host_runs.items():
+    saved = {}  # id(final params) -> model name: both protocols on one run save it once
+    for label, (runs, run_task) in host_runs.items():
         entry_record = record["optimizers"][label]
         entry_record["runs"] = {}
-        for protocol, (hparams, curves) in runs.items():
+        for protocol, (hparams, curves, params) in runs.items():
             run = scoring.protocol_run(curves, protocol, spec.smoothing_window, spec.curve_stride)
             run["hparams"] = hparams
-            run["vs"] = {ref: scoring.compare(curves, host_runs[ref][protocol][1], protocol,
+            run["vs"] = {ref: scoring.compare(curves, host_runs[ref][0][protocol][1], protocol,
                                               spec.smoothing_window)
                          for ref in REFERENCE.values() if ref in host_runs}
+            if saver is not None:
+                if id(params) not in saved:
+                    saved[id(params)] = saver.save(run_task, suite_task.label, label, protocol,
+                                                   params)
+                run["evaluation_model"] = saved[id(params)]
             entry_record["runs"][protocol] = run
             for index, step in enumerate(np.asarray(curves.eval_steps)):
                 tracker.log_metrics(int(step), {
@@ -168,6 +182,22 @@ def benchmark_task(suite_task, entries, learned, spec, workdir, tracker, progres
     record["tuning_wall_s"] = tuning_s
     record["compile_wall_s"] = compile_total
     return record
+
+
+def attach_evaluation(records, workdir, spec) -> float:
+    """Evaluate the saved predictions (`offline_eval.evaluate_saved`) and give each run with a
+    model its `evaluation` summary; returns the seconds it took."""
+    start = time.perf_counter()
+    settings = EvaluationSettings(n_resamples=spec.evaluation_resamples,
+                                  seed=spec.bootstrap_seed)
+    summaries = offline_eval.evaluate_saved(workdir, settings)
+    for record in records:
+        for entry_record in record["optimizers"].values():
+            for run in entry_record["runs"].values():
+                name = run.get("evaluation_model")
+                run["evaluation"] = (None if name is None
+                                     else dict(summaries[name], seed=spec.seeds[0]))
+    return time.perf_counter() - start
 
 
 def reuse_tuning(source: str, workdir) -> str | None:
@@ -212,16 +242,23 @@ def run_benchmark(spec, workdir, tracker) -> dict:
     reused_from = reuse_tuning(spec.reuse_from, workdir)
     tracker.log_params({"suite": [t.label for t in suite], "protocols": list(spec.protocols),
                         "entries": {e.label: e.track for e in entries}})
+    saver = (offline_eval.PredictionSaver(workdir, tracker,
+                                          sample_rows=spec.prediction_sample_rows)
+             if spec.predictions else None)
     records = []
     with tqdm(total=len(suite) * len(entries), desc="benchmark (tune + final runs)",
               unit="optimizer") as progress:
         for suite_task in suite:
             progress.set_postfix_str(suite_task.label)
             records.append(benchmark_task(suite_task, entries, learned, spec, workdir, tracker,
-                                          progress))
+                                          progress, saver))
+    evaluation_s = attach_evaluation(records, workdir, spec) if saver and saver.saved else 0.0
     total_s = time.perf_counter() - start
     tuning_s = sum(r["tuning_wall_s"] for r in records)
     compile_s = sum(r["compile_wall_s"] for r in records)
+    aggregates = summary.summarize_results(records, spec)
+    if evaluation_s:
+        aggregates["calibration"] = offline_eval.calibration_table(records, spec.protocols)
     return {
         "schema_version": SCHEMA_VERSION,
         "command": " ".join(["python -m experiments.benchmark", *sys.argv[1:]]),
@@ -231,7 +268,8 @@ def run_benchmark(spec, workdir, tracker) -> dict:
         "tracks": {e.label: e.track for e in entries},
         "settings": spec.as_dict() | {"tuning_reused_from": reused_from},
         "wall_time_s": {"total": total_s, "compile": compile_s, "tuning": tuning_s,
-                        "final_runs_and_rest": total_s - tuning_s - compile_s},
+                        "offline_evaluation": evaluation_s,
+                        "final_runs_and_rest": total_s - tuning_s - compile_s - evaluation_s},
         "tasks": records,
-        "summary": summary.summarize_results(records, spec),
+        "summary": aggregates,
     }

@@ -88,6 +88,9 @@ class BenchmarkSpec:
     bootstrap_resamples: int
     bootstrap_seed: int
     backends: tuple[str, ...]
+    predictions: bool = True            # save final models' predictions, evaluate them
+    prediction_sample_rows: int = 64    # test rows per model logged to the trackers
+    evaluation_resamples: int = 1000    # bootstrap resamples of the offline evaluation
 
     @classmethod
     def from_config(cls, config) -> BenchmarkSpec:
@@ -124,6 +127,11 @@ class BenchmarkSpec:
         resamples = int(get("bootstrap_resamples", 2000))
         if resamples < 100:
             raise ValueError(f"bootstrap_resamples={resamples} must be >= 100")
+        evaluation_resamples = int(get("evaluation_resamples", 1000))
+        sample_rows = int(get("prediction_sample_rows", 64))
+        if evaluation_resamples < 100 or sample_rows < 0:
+            raise ValueError(f"evaluation_resamples={evaluation_resamples} must be >= 100 and "
+                             f"prediction_sample_rows={sample_rows} >= 0")
         protocols = PROTOCOL_CHOICES[protocol]
         tuning = TuningSpec(
             num_steps=num_steps, eval_every=eval_every, eval_batches=int(config.eval_batches),
@@ -156,7 +164,9 @@ class BenchmarkSpec:
             full_split_eval=tuning.full_split_eval, seeds=seeds, smoothing_window=window,
             curve_stride=stride, tuning=tuning, reuse_from=str(t.get("reuse_from", "") or ""),
             bootstrap_resamples=resamples, bootstrap_seed=int(get("bootstrap_seed", 0)),
-            backends=tuple(get("backends", ("local",))))
+            backends=tuple(get("backends", ("local",))),
+            predictions=bool(get("predictions", True)), prediction_sample_rows=sample_rows,
+            evaluation_resamples=evaluation_resamples)
 
     def lr_schedule(self) -> baselines.Schedule:
         """The tuned baselines' learning-rate schedule."""

@@ -13,9 +13,12 @@ Splits: tuning runs the training loop with `eval_splits=spec.eval_splits`: `()` 
 optimization protocol is asked for (only "train" is read), `("valid",)` otherwise. "test" is
 never read here.
 
-Search: Optuna's grid (log grid of `grid_points` values per range, `weight_decay_points` for
-weight decay), random or TPE sampler (`num_trials` points), as a study with one objective per
-protocol, stored where `storage` says (SQLite in the benchmark's workdir), so an interrupted run
+Search: through `experiments.automl` (`automl.study.run_study` over an `automl.space`
+SearchSpace: see `search_space`), with Optuna's grid (log grid of `grid_points` values per
+range, `weight_decay_points` for weight decay), random or TPE sampler (`num_trials` points).
+The study's value is the first protocol's objective (what TPE models); every protocol's
+objective is a trial attribute ("objectives"), from which each protocol picks its winner. The
+study is stored where `storage` says (SQLite in the benchmark's workdir), so an interrupted run
 resumes and every trial stays inspectable.
 
     tunable = Tunable("adam", lambda h: optax.adam(h["learning_rate"]),
@@ -187,14 +190,14 @@ class TuningResult(NamedTuple):
     study_name: str
 
 
-def _sampler(tunable: Tunable, spec: TuningSpec):
-    import optuna
+def search_space(tunable: Tunable, spec: TuningSpec):
+    """`tunable`'s ranges as an `experiments.automl` SearchSpace: log-scale floats, carrying the
+    benchmark's grid (`search_grid`) for the grid sampler."""
+    from experiments.automl.space import Float, SearchSpace
 
-    if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(search_grid(tunable, spec), seed=spec.sampler_seed)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.sampler_seed)
-    return optuna.samplers.TPESampler(seed=spec.sampler_seed, n_startup_trials=4)
+    grid = search_grid(tunable, spec) if spec.sampler == "grid" else {}
+    return SearchSpace({name: Float(low, high, log=True, grid=grid.get(name))
+                        for name, (low, high) in tunable.ranges.items()})
 
 
 def _best_at_edge(tunable: Tunable, spec: TuningSpec, best: Mapping[str, float]) -> list[str]:
@@ -234,33 +237,28 @@ def tune(
     Returns:
       TuningResult with each protocol's winner and every completed trial.
     """
-    import optuna
+    from experiments.automl import samplers as automl_samplers
+    from experiments.automl import study as automl_study
 
     if not tunable.ranges:
         raise ValueError(f"{tunable.name} has nothing to tune (no ranges)")
     run = run_fn or make_tuning_run_fn(task, tunable, spec)
     keys = training.seed_keys(spec.seeds)
     full_name = f"{study_name}/{tunable.name}/{spec.digest()}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=full_name,
-                                directions=["minimize"] * len(spec.protocols),
-                                sampler=_sampler(tunable, spec), load_if_exists=True)
 
-    def objective(trial):
-        hparams = {name: trial.suggest_float(name, low, high, log=True)
-                   for name, (low, high) in tunable.ranges.items()}
+    def objective(hparams, report):
         curves = run({name: jnp.float32(value) for name, value in hparams.items()}, keys)
-        curves = jax.device_get(curves._replace(snapshots=None))
-        values = objective_values(curves, spec)
-        return [values[p] for p in spec.protocols]
+        values = objective_values(jax.device_get(curves._replace(snapshots=None)), spec)
+        return {"value": values[spec.protocols[0]], "objectives": values}
 
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    remaining = num_trials(tunable, spec) - len(done)
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
-    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    trials = [(dict(t.params), dict(zip(spec.protocols, map(float, t.values), strict=True)))
-              for t in completed]
+    space = search_space(tunable, spec)
+    result = automl_study.run_study(
+        objective, space, sampler=automl_samplers.make_sampler(
+            spec.sampler, space, seed=spec.sampler_seed, startup_trials=4),
+        budget=automl_study.Budget(num_trials(tunable, spec)), storage=storage,
+        study_name=full_name, progress=False)
+    trials = [(dict(t.params), {p: float(t.attrs["objectives"][p]) for p in spec.protocols})
+              for t in result.trials if t.state == "COMPLETE"]
     best, best_value, at_edge = {}, {}, {}
     for protocol in spec.protocols:
         params, values = min(trials, key=lambda item, p=protocol: item[1][p])

@@ -70,5 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.tuning.last_k = 2
     config.tuning.sampler_seed = 0
     config.tuning.reuse_from = ""  # a benchmark workdir (or optuna.db) whose tuning to start from
+    # Offline evaluation (experiments.benchmarking.offline_eval): the first final seed's model
+    # of every run on a classification task saves valid/test predictions into
+    # <workdir>/evaluation; results.json gains test F1, ECE before / after temperature scaling
+    # and per-class accuracy; the report a "Calibration and slices" section.
+    config.predictions = True
+    config.prediction_sample_rows = 64
+    config.evaluation_resamples = 200
     config.backends = ("local",)
     return config

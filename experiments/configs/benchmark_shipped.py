@@ -28,4 +28,5 @@ def get_config():
         "pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp,pretrained:adafac_mlp_mixed_valid")
     config.num_steps = 1000
     config.eval_every = 100
+    config.evaluation_resamples = 1000
     return config

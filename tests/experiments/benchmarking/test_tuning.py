@@ -181,3 +181,33 @@ def test_bad_names_and_budgets_list_the_valid_choices():
 def test_log_grid_spans_the_range():
     grid = tuning.log_grid(1e-4, 1e-1, 4)
     assert grid == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random"])
+def test_benchmark_tuning_is_an_automl_study_with_every_protocols_objective(tmp_path, sampler):
+    """The benchmark tunes through experiments.automl: the study is readable with automl's
+    API, holds each protocol's objective per trial, and walks the same points that automl's
+    own search does for the same space, sampler and seed."""
+    import optuna
+
+    from experiments.automl import study as automl_study
+
+    calls = []
+    spec = small_spec(grid_points=5, sampler=sampler, num_trials=4, sampler_seed=3)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    sgd = tunable("sgd")
+    result = tuning.tune(FakeTask(), sgd, spec, storage=storage, study_name="s",
+                         run_fn=known_optimum_run(calls))
+    read = automl_study.read_result(optuna.load_study(study_name=result.study_name,
+                                                      storage=storage))
+    assert read.num_complete == len(result.trials) == (5 if sampler == "grid" else 4)
+    for trial, (hparams, values) in zip(read.trials, result.trials, strict=True):
+        assert trial.params == hparams and trial.attrs["objectives"] == values
+        assert trial.value == values["optimization"]  # the study's value: first protocol's
+    space = tuning.search_space(sgd, spec)
+    direct = automl_study.search(
+        lambda params, report: (math.log10(params["learning_rate"]) + 1.0) ** 2 + 0.2, space,
+        sampler=sampler, seed=spec.sampler_seed, grid_points=spec.grid_points,
+        budget=automl_study.Budget(len(result.trials)), storage=None, study_name="direct",
+        sampler_kwargs={"startup_trials": 4}, progress=False)
+    assert [t.params for t in direct.trials] == [h for h, _ in result.trials]
