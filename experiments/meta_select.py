@@ -30,6 +30,7 @@ import optax
 import learned_opt as lo
 import models
 from experiments import cli
+from learned_opt import training
 
 DIVERGED_PENALTY = 5.0
 
@@ -47,19 +48,7 @@ def train_curve_fn(task, make_tx, num_steps: int):
 
     def fn(tx_args, seed):
         key = jax.random.fold_in(jax.random.key(1234), seed)
-        params = task.init(jax.random.fold_in(key, 0))
-        tx = make_tx(tx_args)
-        state = tx.init(params)
-
-        def step(carry, k):
-            params, state = carry
-            batch = task.sample_batch(jax.random.fold_in(jax.random.fold_in(key, 1), k), "train")
-            loss, grads = jax.value_and_grad(task.loss)(params, batch)
-            updates, state = tx.update(grads, state, params, value=loss)
-            return (optax.apply_updates(params, updates), state), loss
-
-        _, losses = jax.lax.scan(step, (params, state), jnp.arange(num_steps))
-        return losses
+        return training.train_loss_curve(task, make_tx(tx_args), key, num_steps)
 
     return jax.jit(fn)
 

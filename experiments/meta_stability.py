@@ -19,32 +19,19 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import learned_opt as lo
 import models
 from experiments import cli
+from learned_opt import training
 
 
 def curve(task, tx, seed: int, num_steps: int) -> np.ndarray:
     """Per-step training losses of `tx` on `task` (one compiled scan)."""
 
-    @jax.jit
-    def run(key):
-        params = task.init(jax.random.fold_in(key, 0))
-
-        def step(carry, k):
-            params, state = carry
-            batch = task.sample_batch(jax.random.fold_in(jax.random.fold_in(key, 1), k), "train")
-            loss, grads = jax.value_and_grad(task.loss)(params, batch)
-            updates, state = tx.update(grads, state, params, value=loss)
-            return (optax.apply_updates(params, updates), state), loss
-
-        _, losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(num_steps))
-        return losses
-
+    run = jax.jit(lambda key: training.train_loss_curve(task, tx, key, num_steps))
     return np.asarray(run(jax.random.key(seed)))
 
 

@@ -219,6 +219,30 @@ def make_run_fn(
     return run
 
 
+def train_loss_curve(task: Task, tx: optax.GradientTransformation, key: jax.Array,
+                     num_steps: int) -> jax.Array:
+    """(num_steps,) per-step training losses of `tx` on `task`, nothing evaluated: the light loop
+    of checkpoint selection and long stability runs (`make_run_fn` is the full one). Traceable:
+    jit or vmap it. Parameters come from `fold_in(key, 0)`, step k's batch from
+    `fold_in(fold_in(key, 1), k)`.
+
+        losses = jax.jit(lambda k: train_loss_curve(task, optax.adam(1e-3), k, 1000))(key)
+    """
+    tx = _as_extra_args(tx)
+    params = task.init(jax.random.fold_in(key, 0))
+    batch_key = jax.random.fold_in(key, 1)
+
+    def step(carry, k):
+        params, state = carry
+        batch = task.sample_batch(jax.random.fold_in(batch_key, k), "train")
+        loss, grads = jax.value_and_grad(task.loss)(params, batch)
+        updates, state = tx.update(grads, state, params, value=loss)
+        return (optax.apply_updates(params, updates), state), loss
+
+    _, losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(num_steps))
+    return losses
+
+
 def optimizer_state_bytes(task: Task, tx: optax.GradientTransformation) -> int:
     """Bytes of `tx`'s state for `task`'s parameters (shapes only: nothing is computed)."""
     params = jax.eval_shape(task.init, jax.random.key(0))

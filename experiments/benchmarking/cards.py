@@ -84,6 +84,10 @@ def _protocol_entry(run: dict, record: dict, protocol: str) -> dict:
         if ref in run["vs"]:
             speedup = run["vs"][ref]["speedup"]["speedup"]
             out[f"speedup_vs_{ref}"] = None if speedup is None else round(speedup, 2)
+    evaluation = run.get("evaluation")
+    if evaluation:  # the benchmark's offline evaluation (first final seed)
+        out["calibration"] = {key: _round(evaluation[key]) for key in (
+            "ece_before", "ece_after", "temperature", "test_f1_macro")}
     if protocol == "generalization":
         best = run["at_best_valid"]
         out["test_accuracy_at_best_valid"] = _round((best.get("test_accuracy") or {}).get("mean"))
@@ -183,10 +187,13 @@ def settings_text(result: dict) -> str:
     if not s:
         return "unknown"
     t = s["tuning"]
+    learned = (f"the learned optimizers on a {t['grid_points']}-point grid spanning "
+               f"{s['learned_grid_decades']} decades around their card's rate"
+               if s.get("learned_tuning", "auto") != "none"
+               else "the learned optimizers not tuned (learned_tuning=none)")
     return (f"{s['num_steps']} steps; tuned: {', '.join(s['baselines'])} ({t['grid_points']}-"
-            f"point {t['sampler']} over the learning rate, {s['schedule']} schedule) and the "
-            f"learned optimizers on a {t['grid_points']}-point grid spanning "
-            f"{s['learned_grid_decades']} decades around their card's rate; self-tuning: "
+            f"point {t['sampler']} over the learning rate, {s['schedule']} schedule) and "
+            f"{learned}; self-tuning: "
             f"Adam(1e-3){', ' + ', '.join(s['tuning_free']) if s['tuning_free'] else ''} and "
             f"each learned optimizer at its card's rate; tuning seeds {t['seeds']}, final seeds "
             f"{s['seeds']}; speedup and normalised score per benchmarking.metrics")
