@@ -8,7 +8,7 @@ import learned_opt as lo
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.sizes = (1_000_000, 10_000_000)  # parameter counts of the three-layer stacks
-    config.optimizers = ("adam", "sgd", *lo.list_lopts())
+    config.optimizers = ("adam", "sgd", "muon", *lo.list_lopts())
     config.repeats = 15                      # timed rounds (medians reported)
     config.num_steps = 1000                  # horizon given to optimizers that need one
     config.train_step = True                 # also time full train steps of ~10M-param models

@@ -36,7 +36,8 @@ TRAIN_STEP_TARGET = 1.3  # issue 3: AdafacMLPLOpt's full train step <= 1.3x Adam
 
 
 def make_optimizer(name: str, num_steps: int) -> optax.GradientTransformation:
-    """optax.adam / optax.sgd (lr 1e-3) or a registered learned optimizer at its default init.
+    """optax.adam / optax.sgd / optax.contrib.muon (lr 1e-3) or a registered learned optimizer
+    at its default init.
 
         tx = make_optimizer("adafac_mlp", num_steps=1000)
     """
@@ -44,6 +45,8 @@ def make_optimizer(name: str, num_steps: int) -> optax.GradientTransformation:
         return optax.adam(1e-3)
     if name == "sgd":
         return optax.sgd(1e-3)
+    if name == "muon":  # Newton-Schulz-orthogonalised momentum on matrices, Adam on the rest
+        return optax.contrib.muon(1e-3)
     lopt = lo.get_lopt(name)
     return lopt.optimizer(lopt.init(jax.random.key(0)), num_steps=num_steps)
 
@@ -146,6 +149,7 @@ def bench_train_step(config, model: dict) -> list[dict]:
     adam = runs["adam"] if "adam" in runs else None
     adam_ms = float(np.median(adam["times"])) if adam else float("nan")
     adam_flops = fwd_bwd_flops + adam["update_flops"] if adam else float("nan")
+    muon_ms = float(np.median(runs["muon"]["times"])) if "muon" in runs else None
     rows = []
     for name, run in runs.items():
         median = float(np.median(run["times"]))
@@ -153,6 +157,7 @@ def bench_train_step(config, model: dict) -> list[dict]:
             "model": model["model"], "batch": model["batch"], "optimizer": name,
             "num_params": int(num_params), "step_ms": 1e3 * median,
             "ratio_to_adam": median / adam_ms,
+            "ratio_to_muon": None if muon_ms is None else median / muon_ms,
             "fwd_bwd_gflop": fwd_bwd_flops / 1e9,
             "fwd_bwd_flops_per_param": fwd_bwd_flops / num_params,
             "update_gflop": run["update_flops"] / 1e9,
@@ -187,6 +192,10 @@ def target_summary(train_rows: list[dict], optimizer: str = "adafac_mlp",
             f"{', '.join(met) or 'none'}; missed on {', '.join(missed) or 'none'}.")
 
 
+def _ratio(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def format_train_table(train_rows: list[dict]) -> list[str]:
     """report.md's train-step section: an explanation, the table and the target verdict."""
     lines = [
@@ -196,13 +205,15 @@ def format_train_table(train_rows: list[dict]) -> list[str]:
         "backward alone (FLOP per parameter per step in brackets); `update GFLOP` the "
         "step's minus those (the update and apply_updates); `FLOP x Adam` = (fwd+bwd + update "
         "FLOPs) / (fwd+bwd + Adam's update FLOPs), the ratio if the whole step ran at one "
-        "FLOP rate. A batch `BxL` is B sequences of L tokens.", "",
+        "FLOP rate. `x Muon`: against optax.contrib.muon's step in the same round-robin "
+        "(- when Muon was not measured). A batch `BxL` is B sequences of L tokens.", "",
         "| model | batch | params | fwd+bwd GFLOP (/param) | optimizer | update GFLOP | "
-        "step ms | x Adam | FLOP x Adam |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "step ms | x Adam | x Muon | FLOP x Adam |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['batch']} | {r['num_params']:,} | "
               f"{r['fwd_bwd_gflop']:.1f} ({r['fwd_bwd_flops_per_param']:.0f}) | "
               f"{r['optimizer']} | {r['update_gflop']:.2f} | {r['step_ms']:.1f} | "
-              f"{r['ratio_to_adam']:.2f} | {r['flop_ratio_to_adam']:.2f} |"
+              f"{r['ratio_to_adam']:.2f} | {_ratio(r.get('ratio_to_muon'))} | "
+              f"{r['flop_ratio_to_adam']:.2f} |"
               for r in train_rows]
     return lines + ["", target_summary(train_rows)]

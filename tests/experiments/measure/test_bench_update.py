@@ -18,7 +18,7 @@ from experiments import bench_update
 from experiments.configs import bench_update as bench_update_config
 from experiments.measure import train_step, update
 
-OPTIMIZERS = ("adam", "sgd", "adafac_mlp")  # adafac_mlp: the optimizer the target is about
+OPTIMIZERS = ("adam", "sgd", "muon", "adafac_mlp")  # adafac_mlp: the target optimizer
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,10 @@ def _check_train_rows(rows, model, batch, optimizers):
         assert row["update_gflop"] > 0 and row["flop_ratio_to_adam"] > 0
         if row["optimizer"] == "adam":
             assert row["ratio_to_adam"] == 1.0 and row["flop_ratio_to_adam"] == 1.0
+        if "muon" in optimizers:  # Muon is the second unit of the train-step table
+            assert row["ratio_to_muon"] > 0
+            if row["optimizer"] == "muon":
+                assert row["ratio_to_muon"] == 1.0
 
 
 def test_mlp_train_step_rows_report_and_target_verdict(tiny_run):
@@ -150,7 +154,7 @@ def test_layer_shapes_and_default_optimizers():
     assert shapes == [(1000, 500), (500, 500), (500, 500)]
     assert sum(a * b for a, b in shapes) == 1_000_000
     config = bench_update_config.get_config()
-    assert tuple(config.optimizers) == ("adam", "sgd", *lo.list_lopts())
+    assert tuple(config.optimizers) == ("adam", "sgd", "muon", *lo.list_lopts())
 
 
 def test_bad_optimizer_lists_fail_before_measuring():
