@@ -10,10 +10,11 @@ after the searches, by `FinalEvaluation`: a separate training run per chosen con
 with its own seeds, evaluated on "valid" and then, from the parameter snapshots, on "test"
 (`training.make_eval_fn`), so the tuning code path never touches the test split.
 
-Learned optimizers: `lo.load_pretrained` / `LearnedOptimizer.optimizer` take no learning rate
-in this checkout (only `num_steps` and `weight_decay`), so every shipped optimizer is reported
-at its default only (0 trials); `lopt_takes_learning_rate` detects the argument, and with it
-the same search as Adam's runs over a learning-rate range around 1.
+Learned optimizers: each shipped optimizer is reported at its card's learning rate (0 trials)
+and, with `learned_trials`, after N trials of the same search as Adam's over its learning rate
+on a log range centred on the card's rate (`learned_lr_space`), picked and re-run on the final
+seeds like Adam's configurations. An optimizer whose `optimizer()` takes no learning rate
+(`lopt_takes_learning_rate`) gets its 0-trial row only.
 """
 
 from __future__ import annotations
@@ -80,12 +81,23 @@ def lopt_takes_learning_rate(lopt) -> bool:
     return "learning_rate" in inspect.signature(lopt.optimizer).parameters
 
 
+def learned_lr_space(default_lr: float, decades: float):
+    """A log-uniform learning-rate range `default_lr x 10^(+-decades / 2)`."""
+    from experiments.automl.space import Float, SearchSpace
+
+    if not (default_lr > 0 and decades > 0):
+        raise ValueError(f"need a positive default learning rate and decades; got "
+                         f"{default_lr}, {decades}")
+    half = 10.0 ** (decades / 2)
+    return SearchSpace({"learning_rate": Float(default_lr / half, default_lr * half, log=True)})
+
+
 def learned_optimizer_tx(name: str, num_steps: int):
-    """(make_tx(args), takes_learning_rate) of a shipped learned optimizer; `args` is {} (its
-    default) or {"learning_rate": lr} (traced) when the optimizer takes one."""
+    """(make_tx(args), takes_learning_rate, card learning rate) of a shipped learned optimizer;
+    `args` is {} (its default) or {"learning_rate": lr} (traced) when the optimizer takes one."""
     import learned_opt as lo
 
-    lopt, theta, _ = lo.load_pretrained_theta(name)
+    lopt, theta, card = lo.load_pretrained_theta(name)
     horizon = num_steps if getattr(lopt, "needs_num_steps", False) else None
     takes_lr = lopt_takes_learning_rate(lopt)
 
@@ -93,14 +105,17 @@ def learned_optimizer_tx(name: str, num_steps: int):
         extra = {"learning_rate": args["learning_rate"]} if takes_lr and args else {}
         return lopt.optimizer(theta, num_steps=horizon, **extra)
 
-    return make_tx, takes_lr
+    return make_tx, takes_lr, card.get("learning_rate")
 
 
 def adam_rows(evaluate: FinalEvaluation, trials_by_seed: Mapping[int, Sequence],
-              budgets: Sequence[int], cache: dict) -> list[dict[str, Any]]:
+              budgets: Sequence[int], cache: dict, make_tx: Callable | None = None,
+              cache_prefix: str = "") -> list[dict[str, Any]]:
     """One row per (search seed, budget): the best-so-far valid objective of the search and
     the final valid / test scores of the configuration it picked. `cache` maps a parameter
-    repr to its final scores (persisted by the caller so a resumed run re-evaluates nothing)."""
+    repr to its final scores (persisted by the caller so a resumed run re-evaluates nothing).
+    `make_tx(traced hparams)` replaces the optax optimizer named by the trial (a learned
+    optimizer's search), its cache keys prefixed by `cache_prefix`."""
     from experiments.automl.objectives import OPTIMIZER_KEY, optax_optimizer
 
     rows = []
@@ -111,8 +126,12 @@ def adam_rows(evaluate: FinalEvaluation, trials_by_seed: Mapping[int, Sequence],
             params = best_params_after(trials, budget)
             if params is None or budget > len(curve):
                 continue
-            key = repr(sorted(params.items()))
-            if key not in cache:
+            key = cache_prefix + repr(sorted(params.items()))
+            if key in cache:
+                pass
+            elif make_tx is not None:
+                cache[key] = evaluate(make_tx, {k: np.float32(v) for k, v in params.items()})
+            else:
                 static = {k: v for k, v in params.items() if not isinstance(v, float)}
                 name = static.pop(OPTIMIZER_KEY, "adam")
                 traced = {k: np.float32(v) for k, v in params.items() if isinstance(v, float)}
@@ -127,7 +146,8 @@ def adam_rows(evaluate: FinalEvaluation, trials_by_seed: Mapping[int, Sequence],
 def plot_budget_curve(adam: Sequence[Mapping], lopts: Sequence[Mapping], path: str | Path,
                       title: str) -> Path:
     """Adam's final valid / test score against its trial budget (mean over search seeds with a
-    min-max band), each learned optimizer at 0 trials as a horizontal line."""
+    min-max band), each learned optimizer at 0 trials as a horizontal line and after N trials
+    (mean over search seeds) as a square."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,9 +162,15 @@ def plot_budget_curve(adam: Sequence[Mapping], lopts: Sequence[Mapping], path: s
                     label="Adam, tuned with N trials")
             ax.fill_between(budgets, [min(v) for v in values], [max(v) for v in values],
                             color="black", alpha=0.15)
-        for index, row in enumerate(lopts):
-            ax.axhline(row[split], linestyle="--", color=f"C{index}",
-                       label=f"{row['name']} (0 trials)")
+        names = list(dict.fromkeys(row["name"] for row in lopts))
+        for row in lopts:
+            color = f"C{names.index(row['name'])}"
+            if row["trials"] == 0:
+                ax.axhline(row[split], linestyle="--", color=color,
+                           label=f"{row['name']} (0 trials)")
+            else:
+                ax.plot(row["trials"], row[split], "s", color=color, markersize=6,
+                        label=f"{row['name']} ({row['trials']} trials)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("Adam's trial budget N")
         ax.set_ylabel(f"{split} loss (final seeds)")

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from experiments import tracking
 from experiments.automl import compare, importance, objectives, report
 from experiments.automl import pruners as pruners_lib
@@ -140,12 +142,17 @@ def run_comparison(config, workdir: Path, space, objective, settings, storage,
     names = (sorted(c["name"] for c in lo.list_pretrained()) if cmp.learned_optimizers == "all"
              else list(filter(None, str(cmp.learned_optimizers).split(","))))
     lopts = []
+    learned_budgets = sorted(int(b) for b in cmp.get("learned_trials", ()))
     for name in names:
         key = f"lopt:{name}"
-        make_tx, takes_lr = compare.learned_optimizer_tx(name, config.num_steps)
+        make_tx, takes_lr, default_lr = compare.learned_optimizer_tx(name, config.num_steps)
         if key not in cache:
             cache[key] = evaluate(make_tx, {})
         lopts.append({"name": name, "trials": 0, "takes_learning_rate": takes_lr, **cache[key]})
+        if not (takes_lr and learned_budgets):
+            continue
+        lopts += _tuned_learned_rows(config, name, make_tx, default_lr, learned_budgets,
+                                     evaluate, cache, storage, task)
     tracking.write_json_atomic(cache_path, cache)
     plot = compare.plot_budget_curve(
         adam, lopts, workdir / "budget_curve.png",
@@ -153,6 +160,36 @@ def run_comparison(config, workdir: Path, space, objective, settings, storage,
         f"(seeds {list(config.seeds)}); final seeds {list(cmp.final_seeds)} on valid and test")
     return {"adam": adam, "learned_optimizers": lopts, "plot": plot.name,
             "learned_optimizers_tuned": any(r["takes_learning_rate"] for r in lopts)}
+
+
+def _tuned_learned_rows(config, name, make_tx, default_lr, budgets, evaluate, cache, storage,
+                        task) -> list[dict[str, Any]]:
+    """A learned optimizer after N trials over its learning rate (Adam's sampler and search
+    seeds, a range centred on its card's rate): one row per budget, mean over search seeds."""
+    cmp = config.compare
+    space = compare.learned_lr_space(float(default_lr), float(cmp.learned_lr_decades))
+    objective = objectives.TrainingObjective(
+        task, make_tx, num_steps=config.num_steps, eval_every=config.eval_every,
+        eval_batches=config.eval_batches, full_split_eval=config.full_split_eval,
+        seeds=tuple(config.seeds), last_k=config.last_k)
+    settings = {"task": config.task, "learned_optimizer": name, "num_steps": config.num_steps,
+                "seeds": list(config.seeds), "last_k": config.last_k}
+    trials_by_seed = {int(seed): run_search(
+        config, space, objective, settings, storage, seed=int(seed), num_trials=budgets[-1],
+        prefix=f"{config.task}/compare/{name}", sampler=cmp.sampler).trials
+        for seed in cmp.search_seeds}
+    per_seed = compare.adam_rows(evaluate, trials_by_seed, budgets, cache, make_tx=make_tx,
+                                 cache_prefix=f"lopt:{name}:")
+    rows = []
+    for budget in budgets:
+        group = [r for r in per_seed if r["trials"] == budget]
+        if group:
+            rows.append({"name": name, "trials": budget, "takes_learning_rate": True,
+                         "search_seeds": len(group),
+                         "learning_rates": [r["params"]["learning_rate"] for r in group],
+                         **{k: float(np.mean([r[k] for r in group]))
+                            for k in ("search_valid", "valid", "test")}})
+    return rows
 
 
 def run_hpo(config, workdir: str | Path, *, task=None) -> dict[str, Any]:

@@ -61,12 +61,14 @@ def hpo_report(results: Mapping[str, Any]) -> str:
 
 
 def _comparison_section(cmp: Mapping[str, Any]) -> list[str]:
-    out = ["## Tuned Adam with N trials vs learned optimizers with 0", "",
+    out = ["## Tuned Adam with N trials vs learned optimizers with 0 (and a few)", "",
            "Valid and test scores are from separate final runs (their own seeds) of the "
            "configuration each search picked after N trials; test is read only there. "
-           "Learned optimizers: shipped weights at their defaults, 0 trials"
+           "Learned optimizers: shipped weights at their card's learning rate (0 trials) and, "
+           "where listed, after N trials of the same search over their learning rate on a "
+           "range centred on the card's (mean over search seeds)"
            + ("." if cmp["learned_optimizers_tuned"] else
-              " (their `optimizer()` takes no learning rate in this checkout, so none is tuned)."),
+              " (none of these takes a learning rate, so none is tuned)."),
            ""]
     by_budget: dict[int, list] = {}
     for row in cmp["adam"]:
@@ -76,7 +78,8 @@ def _comparison_section(cmp: Mapping[str, Any]) -> list[str]:
         mean = lambda key, g=group: sum(r[key] for r in g) / len(g)  # noqa: E731
         rows.append([f"Adam, {budget} trials", len(group), mean("search_valid"), mean("valid"),
                      mean("test")])
-    rows += [[f"{r['name']} (0 trials)", "-", "-", r["valid"], r["test"]]
+    rows += [[f"{r['name']} ({r['trials']} trials)", r.get("search_seeds", "-"),
+              r.get("search_valid", "-"), r["valid"], r["test"]]
              for r in cmp["learned_optimizers"]]
     out += [table(["optimizer", "search seeds", "search objective (valid)", "final valid",
                    "final test"], rows), "", f"![budget curve]({cmp['plot']})", ""]

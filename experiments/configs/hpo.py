@@ -50,6 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
         search_seeds=(0, 1, 2),
         final_seeds=(10, 11, 12),  # seeds of the final valid / test runs
         learned_optimizers="all",  # "all" shipped (lo.list_pretrained()) or "name1,name2"
+        learned_trials=(4,),       # learned optimizers also after N trials over their lr
+        learned_lr_decades=2.0,    # ... on card lr x 10^(+-decades / 2), Adam's sampler / seeds
     ))
     c.meta = ml_collections.ConfigDict()      # objective="meta" only: see hpo_meta.py
     c.progress = True

@@ -7,6 +7,7 @@ import optuna
 import pytest
 from automl_fakes import TrapTask
 
+import learned_opt as lo
 from experiments import hpo, nas
 from experiments.automl import hpo_experiment
 from experiments.configs import hpo as hpo_config
@@ -67,13 +68,19 @@ def test_hpo_bad_config_raises_before_training(tmp_path, overrides, match):
 def test_hpo_compare_adam_budget_vs_a_learned_optimizer(tmp_path):
     config = tiny_hpo()
     config.compare.update(enabled=True, budgets=(1, 2), search_seeds=(0,), final_seeds=(5,),
-                          learned_optimizers="mlp_digits_mlp")
+                          learned_optimizers="mlp_digits_mlp", learned_trials=(2,))
     results = hpo_experiment.run_hpo(config, tmp_path)
     cmp = results["comparison"]
     assert [r["trials"] for r in cmp["adam"]] == [1, 2]
     assert cmp["adam"][1]["search_valid"] <= cmp["adam"][0]["search_valid"]
-    lopt = cmp["learned_optimizers"][0]
-    assert lopt["name"] == "mlp_digits_mlp" and math.isfinite(lopt["test"])
+    default, tuned = cmp["learned_optimizers"]
+    assert default["name"] == tuned["name"] == "mlp_digits_mlp"
+    assert default["trials"] == 0 and tuned["trials"] == 2 and cmp["learned_optimizers_tuned"]
+    assert math.isfinite(default["test"]) and math.isfinite(tuned["test"])
+    # the learned optimizer's search spans its card's rate x 10^(+-1) (learned_lr_decades=2)
+    card_lr = lo.load_pretrained_theta("mlp_digits_mlp")[2]["learning_rate"]
+    assert all(card_lr / 10 <= lr <= card_lr * 10 for lr in tuned["learning_rates"])
+    assert "mlp_digits_mlp (2 trials)" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "budget_curve.png").exists() and (tmp_path / "final_evals.json").exists()
 
 
