@@ -57,8 +57,10 @@ def build_tunable(name: str, *, num_steps: int, lr_decades: float = 2.0) -> tuni
 
 def tuning_spec(protocol: str, *, num_steps: int, seeds, grid_points: int,
                 eval_every: int | None = None) -> tuning.TuningSpec:
-    """The benchmark's TuningSpec for one protocol (full-split validation when it is read)."""
-    eval_every = eval_every or max(1, num_steps // 4)
+    """The benchmark's TuningSpec for one protocol (full-split validation when it is read).
+    Default `eval_every`: the largest divisor of `num_steps` up to a quarter of it (50 -> 10)."""
+    eval_every = eval_every or max(d for d in range(1, max(1, num_steps // 4) + 1)
+                                   if num_steps % d == 0)
     return tuning.TuningSpec(num_steps=num_steps, eval_every=eval_every, seeds=tuple(seeds),
                              grid_points=grid_points, protocols=(protocol,),
                              smoothing_window=min(20, num_steps), last_k=1,

@@ -60,3 +60,12 @@ def test_subset_sizes_and_subset_task():
     subset = members.ResampledTask(task, order, num_used=5)     # the first 5 of the order
     rows = np.asarray(subset.sample_batch(jax.random.key(0))["x"][:, 0]).astype(int)
     assert set(rows) <= {39, 38, 37, 36, 35}
+
+
+@pytest.mark.parametrize("num_steps, expected", [(400, 100), (50, 10), (7, 1), (2, 1)])
+def test_default_tuning_evaluation_divides_every_step_budget(num_steps, expected):
+    from experiments.modeldev import optimizers
+
+    spec = optimizers.tuning_spec("generalization", num_steps=num_steps, seeds=(0,),
+                                  grid_points=2)
+    assert spec.eval_every == expected and num_steps % spec.eval_every == 0
