@@ -29,7 +29,7 @@ from learned_opt.tasks import check_subset
 from models import datasets
 from models.nets import MLP, Functional
 from models.synthetic import QuadraticTask
-from models.tasks import SupervisedTask
+from models.tasks import SupervisedTask, label_noise_draws, subset_order
 
 
 class QuadraticGroup(NamedTuple):
@@ -230,15 +230,21 @@ class MLPFamily(_FamilyBase):
         ranges = MLP_RANGES[group.subset]
         k_scale, k_noise, k_fraction, k_noise_key, k_subset_key = jax.random.split(key, 5)
         label_noise = _uniform(k_noise, ranges["label_noise"])
-        if self.spec.dataset == "regression":
-            label_noise = jnp.zeros(())
-        return {
+        data = self.data
+        params = {
             "init_scale": _log_uniform(k_scale, ranges["init_scale"]),
             "label_noise": label_noise,
             "data_fraction": _uniform(k_fraction, ranges["data_fraction"]),
             "noise_key": k_noise_key,
             "subset_key": k_subset_key,
+            # Drawn once per task here, not in make_task (called at every meta-training step).
+            "train_order": subset_order(k_subset_key, data.x_train.shape[0]),
         }
+        if self.spec.dataset == "regression":
+            params["label_noise"] = jnp.zeros(())
+        else:
+            params["label_draws"] = label_noise_draws(k_noise_key, data)
+        return params
 
     def make_task(self, group: MLPGroup, task_params: dict) -> SupervisedTask:
         self._check_group(group, MLPGroup)
@@ -259,6 +265,8 @@ class MLPFamily(_FamilyBase):
             data_fraction=task_params["data_fraction"],
             noise_key=task_params["noise_key"],
             subset_key=task_params["subset_key"],
+            label_draws=task_params.get("label_draws"),
+            train_order=task_params.get("train_order"),
         )
 
 

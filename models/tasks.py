@@ -52,6 +52,11 @@ class SupervisedTask:
       data_fraction: fraction of the train split this task samples from, a random subset
         fixed by `subset_key`.
       noise_key, subset_key: typed keys for the two knobs above (default: key 0).
+      label_draws, train_order: the random draws those keys give (`label_noise_draws`,
+        `subset_order`), drawn once by a task family's `sample_task_params` so that a task
+        rebuilt at every meta-training step does not redraw them (the permutation costs more
+        than the task's own inner steps). When given, `noise_key` / `subset_key` are not used
+        and the task is the same; `label_noise` and `data_fraction` stay live knobs.
     """
 
     def __init__(
@@ -67,6 +72,8 @@ class SupervisedTask:
         data_fraction: jax.Array | float = 1.0,
         noise_key: jax.Array | None = None,
         subset_key: jax.Array | None = None,
+        label_draws: dict | None = None,
+        train_order: jax.Array | None = None,
     ):
         if loss_kind not in LOSS_KINDS:
             raise ValueError(f"unknown loss_kind {loss_kind!r}; expected one of {LOSS_KINDS}")
@@ -85,14 +92,17 @@ class SupervisedTask:
         subset_key = jax.random.key(0) if subset_key is None else subset_key
         self._train_labels = data.y_train
         if loss_kind != "mse" and not _is_zero(label_noise):
-            flip_key, class_key = jax.random.split(noise_key)
-            flips = jax.random.uniform(flip_key, (num_train,)) < label_noise
-            random_labels = jax.random.randint(class_key, (num_train,), 0, data.num_classes)
-            self._train_labels = jnp.where(flips, random_labels, data.y_train)
+            if label_draws is None:
+                label_draws = label_noise_draws(noise_key, data)
+            for name, value in label_draws.items():
+                _check_train_array(f"label_draws[{name!r}]", value, num_train)
+            self._train_labels = jnp.where(label_draws["flip_uniform"] < label_noise,
+                                           label_draws["random_label"], data.y_train)
         self._train_order = None
         self._num_train_used = num_train
         if not _is_one(data_fraction):
-            self._train_order = jax.random.permutation(subset_key, num_train)
+            self._train_order = (subset_order(subset_key, num_train) if train_order is None
+                                 else _check_train_array("train_order", train_order, num_train))
             used = jnp.round(jnp.asarray(data_fraction) * num_train).astype(jnp.int32)
             self._num_train_used = jnp.clip(used, 1, num_train)
 
@@ -139,6 +149,29 @@ class SupervisedTask:
 
     def __repr__(self) -> str:
         return f"SupervisedTask({self.name!r}, data={self.data.name!r}, batch={self.batch_size})"
+
+
+def label_noise_draws(noise_key: jax.Array, data: ArrayDataset) -> dict:
+    """The draws behind a task's label noise, fixed by `noise_key`: per train example a
+    uniform `flip_uniform` (its label is replaced when below `label_noise`) and the uniformly
+    random class `random_label` it is replaced by (what `SupervisedTask` uses)."""
+    num_train = data.x_train.shape[0]
+    flip_key, class_key = jax.random.split(noise_key)
+    return {"flip_uniform": jax.random.uniform(flip_key, (num_train,)),
+            "random_label": jax.random.randint(class_key, (num_train,), 0, data.num_classes)}
+
+
+def subset_order(subset_key: jax.Array, num_train: int) -> jax.Array:
+    """The order of the train examples whose first `data_fraction` share is a task's data
+    subset (what `SupervisedTask` uses)."""
+    return jax.random.permutation(subset_key, num_train)
+
+
+def _check_train_array(name: str, value: jax.Array, num_train: int) -> jax.Array:
+    if jnp.shape(value) != (num_train,):
+        raise ValueError(f"{name} must have shape ({num_train},) (one entry per train "
+                         f"example); got {jnp.shape(value)}")
+    return value
 
 
 def _mean_loss(kind: str, outputs: jax.Array, targets: jax.Array) -> jax.Array:

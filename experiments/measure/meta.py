@@ -15,8 +15,9 @@ The breakdown times, on the same population shapes, the parts an outer step is m
   * task: K value-and-grad steps of every particle's task with plain SGD (TBPTT: plus the
     gradient through them w.r.t. the learning rate: the task's second-order share), minus
     the make_task time it includes;
-  * make_task: building every task of the population from its task parameters (data-subset
-    permutation, label noise), which each outer step does once per task;
+  * make_task: building every task of the population from its task parameters, which each
+    outer step does once per task (the data-subset permutation and noisy labels are drawn
+    with the task parameters, at a reset only);
 the rest of the step (estimator bookkeeping, resets, objective) is `other`.
 
     python -m experiments.bench_meta --workdir workdirs/bench_meta
@@ -217,15 +218,16 @@ def task_part(config, family, group, estimator) -> Timed:
 
 
 def make_task_part(config, family, group) -> Timed:
-    """Build every task of the population once (what an outer step does per task)."""
+    """Build every task of the population once from its task parameters (what an outer step
+    does per task; drawing the parameters happens only at a reset)."""
     keys = jax.random.split(jax.random.key(0), config.num_tasks)
+    task_params = jax.vmap(lambda k: family.sample_task_params(k, group))(keys)
 
-    def build(key):
-        task = family.make_task(group, family.sample_task_params(key, group))
+    def build(tp):
         # A batch from the built task, so that everything it precomputes is used.
-        return task.sample_batch(jax.random.key(1), "train")
+        return family.make_task(group, tp).sample_batch(jax.random.key(1), "train")
     fn = jax.jit(jax.vmap(build))
-    return Timed("make_task", lambda: jax.block_until_ready(fn(keys)))
+    return Timed("make_task", lambda: jax.block_until_ready(fn(task_params)))
 
 
 # ---------------------------------------------------------------------------- measurement

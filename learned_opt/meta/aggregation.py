@@ -82,10 +82,13 @@ def _group_task_grads(estimator, unroller, theta, est_state, population):
     if hasattr(estimator, "population_grads"):
         return estimator.population_grads(unroller, theta, est_state, population)
 
-    def one_task(est_task_state, task_state):
-        return estimator.task_grad(unroller, theta, est_task_state, task_state)
+    population, was_reset = unroller.reset_population(theta, population)
 
-    out = jax.vmap(one_task)(est_state, population)
+    def one_task(est_task_state, task_state, task_was_reset):
+        return estimator.task_grad(unroller, theta, est_task_state, task_state,
+                                   was_reset=task_was_reset)
+
+    out = jax.vmap(one_task)(est_state, population, was_reset)
     grad_sum = jax.tree.map(lambda g: jnp.sum(g, axis=0), out.grad)
     metric_sums = {k: jnp.sum(v, axis=0) for k, v in out.metrics.items()}
     return grad_sum, out.est_state, out.task_state, metric_sums

@@ -7,6 +7,7 @@ meta-gradient; the population average of the contributions is the estimate (see
     estimator = get_estimator("pes", sigma=0.01)
     est_state = estimator.init(theta, num_tasks)             # per-task state (PES accumulators)
     contribution = estimator.task_grad(unroller, theta, est_state_of_task, task_state)
+    # over a population: reset first (`unroller.reset_population`), then pass `was_reset=`
 
 * TBPTT: the exact gradient of the truncated objective, back-propagated through the K inner
   steps (each rematerialized unless `TruncatedUnroller.remat` is off). Biased across
@@ -52,6 +53,14 @@ def _perturbation(theta: PyTree, key: jax.Array, sigma: float) -> PyTree:
                               for k, x in zip(keys, leaves, strict=True)])
 
 
+def _reset(unroller, theta, task_state, was_reset):
+    """The task state to unroll: reset here when finished, unless the caller already reset
+    it (`was_reset` given, e.g. by `TruncatedUnroller.reset_population` over a population)."""
+    if was_reset is None:
+        return unroller.reset_finished(theta, task_state)
+    return task_state, was_reset
+
+
 def _task_metrics(objective: jax.Array, was_reset: jax.Array, metrics: dict) -> dict:
     return {"meta_loss": jnp.mean(objective), "num_resets": was_reset.astype(jnp.int32),
             **metrics}
@@ -68,8 +77,8 @@ class TBPTT:
         del theta
         return jnp.zeros((num_tasks,), jnp.float32)  # stateless; one placeholder entry per task
 
-    def task_grad(self, unroller, theta, est_state, task_state) -> TaskGrad:
-        task_state, was_reset = unroller.reset_finished(theta, task_state)
+    def task_grad(self, unroller, theta, est_state, task_state, was_reset=None) -> TaskGrad:
+        task_state, was_reset = _reset(unroller, theta, task_state, was_reset)
 
         def objective(th):
             thetas = jax.tree.map(lambda x: x[None], th)
@@ -87,8 +96,7 @@ class TBPTT:
         faster for MLPLOpt on the regression-MLP setup of experiments/bench_meta.py).
         Returns (grad sum, est_state, population, metric sums).
         """
-        population, was_reset = jax.vmap(lambda s: unroller.reset_finished(theta, s))(
-            population)
+        population, was_reset = unroller.reset_population(theta, population)
 
         def total(th):
             thetas = jax.tree.map(lambda x: x[None], th)
@@ -118,8 +126,8 @@ class ES:
         del theta
         return jnp.zeros((num_tasks,), jnp.float32)
 
-    def task_grad(self, unroller, theta, est_state, task_state) -> TaskGrad:
-        task_state, was_reset = unroller.reset_finished(theta, task_state)
+    def task_grad(self, unroller, theta, est_state, task_state, was_reset=None) -> TaskGrad:
+        task_state, was_reset = _reset(unroller, theta, task_state, was_reset)
         eps = _perturbation(theta, pop_lib.perturbation_key(task_state), self.sigma)
         thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e]), theta, eps)
         objectives, new_state, metrics = unroller.unroll(thetas, task_state)
@@ -143,8 +151,8 @@ class PES:
     def init(self, theta: PyTree, num_tasks: int) -> PyTree:
         return jax.tree.map(lambda x: jnp.zeros((num_tasks,) + jnp.shape(x), jnp.float32), theta)
 
-    def task_grad(self, unroller, theta, est_state, task_state) -> TaskGrad:
-        task_state, was_reset = unroller.reset_finished(theta, task_state)
+    def task_grad(self, unroller, theta, est_state, task_state, was_reset=None) -> TaskGrad:
+        task_state, was_reset = _reset(unroller, theta, task_state, was_reset)
         # A new trajectory starts with no accumulated perturbation.
         accumulated = jax.tree.map(lambda a: jnp.where(was_reset, 0.0, a), est_state)
         eps = _perturbation(theta, pop_lib.perturbation_key(task_state), self.sigma)

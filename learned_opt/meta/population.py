@@ -10,7 +10,7 @@ tasks past their horizon (or diverged) are first replaced by a freshly sampled t
     unroller = TruncatedUnroller(family, group, lopt, unroll_length=20,
                                  schedule=ConstantSchedule(200), objective=MetaObjective())
     state = unroller.init_task(key, theta, num_particles=1)    # one task; vmap for a population
-    state, was_reset = unroller.reset_finished(theta, state)
+    state, was_reset = unroller.reset_finished(theta, state)   # population: reset_population
     objective, state, metrics = unroller.unroll(theta[None], state)    # thetas: one per particle
 
 Keys are derived from the task's own trajectory key and step, never from its position in the
@@ -145,12 +145,46 @@ class TruncatedUnroller:
         """The first trajectory of one population slot (staggered)."""
         return self.new_trajectory(key, theta, num_particles, stagger=True)
 
+    @staticmethod
+    def is_finished(state: TaskState) -> jax.Array:
+        """Whether the task reached its horizon or diverged (bool; vmap for a population)."""
+        return (state.step >= state.horizon) | jnp.any(state.inner.diverged)
+
     def reset_finished(self, theta: PyTree, state: TaskState) -> tuple[TaskState, jax.Array]:
-        """Replace the task by a fresh one when it reached its horizon or diverged."""
+        """Replace the task by a fresh one when it reached its horizon or diverged.
+
+        Under vmap the fresh task is computed for every task, finished or not; for a
+        population use `reset_population`, which computes it only for the finished ones.
+        """
         num_particles = jax.tree.leaves(state.inner.diverged)[0].shape[0]
-        done = (state.step >= state.horizon) | jnp.any(state.inner.diverged)
+        done = self.is_finished(state)
         fresh = self.new_trajectory(state.key, theta, num_particles)
         return _tree_where(done, fresh, state), done
+
+    def reset_population(self, theta: PyTree, population: TaskState
+                         ) -> tuple[TaskState, jax.Array]:
+        """`reset_finished` of every task of a population (task axis first), same result.
+
+        A fresh trajectory (sampling task parameters, e.g. a data-subset permutation, and
+        initialising the task) is built only for the tasks that finished, one at a time in a
+        `while_loop`: at a given outer step few tasks finish (horizons are staggered), so most
+        steps build none, where the vmapped `reset_finished` builds one for every task at
+        every step. Returns (population, was_reset per task).
+        """
+        done = jax.vmap(self.is_finished)(population)
+        num_particles = jax.tree.leaves(population.inner.diverged)[0].shape[1]
+
+        def reset_one(carry):
+            population, pending = carry
+            i = jnp.argmax(pending)
+            old = jax.tree.map(lambda x: x[i], population)
+            fresh = self.new_trajectory(old.key, theta, num_particles)
+            population = jax.tree.map(lambda x, f: x.at[i].set(f), population, fresh)
+            return population, pending.at[i].set(False)
+
+        population, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[1]), reset_one,
+                                           (population, done))
+        return population, done
 
     # ---- the unroll ---------------------------------------------------------------------
 

@@ -100,3 +100,20 @@ def test_heldout_tasks_and_ood_suite():
     names = [name for name, _ in suite]
     assert len(set(names)) == len(names) and all(isinstance(t, Task) for _, t in suite)
     assert {"digits_mlp_wide", "digits_mlp_deep", "mnist1d_cnn"} <= set(names)
+
+
+def test_precomputed_task_draws_build_the_same_task_and_wrong_shapes_fail():
+    """A task family draws the subset order and label-noise draws once, with the task
+    parameters: the task built from them is the task its keys give."""
+    family = models.get_family("digits_mlp")
+    group = family.groups("meta_train")[0]
+    params = family.sample_task_params(jax.random.key(7), group)
+    from_draws = family.make_task(group, params)
+    keys_only = {k: v for k, v in params.items() if k not in ("train_order", "label_draws")}
+    from_keys = family.make_task(group, keys_only)
+    assert jnp.array_equal(from_draws._train_labels, from_keys._train_labels)
+    assert jnp.array_equal(from_draws._train_order, from_keys._train_order)
+    batch = lambda task: task.sample_batch(jax.random.key(1), "train")
+    assert jnp.array_equal(batch(from_draws)["x"], batch(from_keys)["x"])
+    with pytest.raises(ValueError, match="train_order must have shape"):
+        family.make_task(group, {**params, "train_order": params["train_order"][:5]})

@@ -174,3 +174,21 @@ def test_pes_over_truncations_matches_full_unroll_and_truncated_es_is_biased():
     assert np.all(np.abs(pes_mean - reference) < 4 * pes_err + 1e-6), (pes_mean, reference)
     es_mean, es_err = truncated_es.mean(0), truncated_es.std(0) / np.sqrt(n)
     assert abs(es_mean[lr] - reference[lr]) > 6 * es_err[lr], (es_mean, reference, es_err)
+
+
+def test_reset_population_matches_the_vmapped_reset_of_every_task():
+    """Building fresh trajectories only for finished tasks changes nothing: same states."""
+    unroller = make_unroller(unroll_length=2, horizon=4)
+    population = fresh_population(unroller, num_tasks=5, num_particles=2)
+    # Tasks 1 and 3 at their horizon, task 4 diverged, the others mid-trajectory.
+    population = population._replace(step=jnp.array([0, 4, 2, 4, 2], jnp.int32))
+    population = population._replace(inner=population.inner._replace(
+        diverged=population.inner.diverged.at[4, 1].set(True)))
+    want, want_reset = jax.vmap(lambda s: unroller.reset_finished(THETA, s))(population)
+    got, got_reset = jax.jit(unroller.reset_population)(THETA, population)
+    np.testing.assert_array_equal(got_reset, [False, True, False, True, True])
+    np.testing.assert_array_equal(got_reset, want_reset)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(a, b)
