@@ -151,6 +151,9 @@ class NormMLPLOpt(LearnedOptimizer):
         d = d + sum(x * theta["w_skip"][f] for f, x in enumerate(xs))
         log_magnitude = jnp.clip(self.exp_mult * log_magnitude, -_LOG_MAGNITUDE_CLIP,
                                  _LOG_MAGNITUDE_CLIP)
+        # `u` is a large fusion (the unrolled network) that XLA's CPU backend duplicates into
+        # each of its consumers (optimization barriers are dropped there): the orthogonaliser
+        # consumes it in two products only (see `orthogonal.newton_schulz`).
         u = d * jnp.exp(log_magnitude)
         if self.orthogonalize and orthogonal.is_matrix(shape):
             # Then normalised like any other direction, so matrices and other tensors move

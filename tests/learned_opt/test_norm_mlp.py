@@ -90,6 +90,20 @@ def test_orthogonalize_gives_singular_values_near_one():
         orthogonal.orthogonalize(jnp.ones((10,)))
 
 
+def test_newton_schulz_is_optaxs_iteration():
+    """The Gram-factored first step computes optax's quintic Newton-Schulz iteration."""
+    from optax.contrib._muon import orthogonalize_via_newton_schulz
+    rng = np.random.default_rng(6)
+    for shape in [(16, 32), (32, 16), (24, 24), (4, 8, 16)]:
+        x = jnp.asarray(rng.normal(size=shape) * 3.0, jnp.float32)
+        ns = jax.vmap(lambda m: orthogonalize_via_newton_schulz(
+            m, jnp.asarray(orthogonal.NS_COEFFS), ns_steps=5))
+        want = ns(x) if x.ndim == 3 else ns(x[None])[0]
+        np.testing.assert_allclose(orthogonal.newton_schulz(x, 5), want, atol=2e-5)
+    with pytest.raises(ValueError, match="ns_steps"):
+        orthogonal.newton_schulz(jnp.ones((3, 3)), 0)
+
+
 def test_orthogonalized_matrix_update_has_unit_rms_and_flatter_spectrum():
     def spectrum(orthogonalize):
         lopt = lo.NormMLPLOpt(orthogonalize=orthogonalize)
