@@ -76,8 +76,8 @@ def newton_schulz(x: jax.Array, ns_steps: int = 5) -> jax.Array:
     (a learned optimizer's per-entry network), every consumer of it (the norm, the products
     of the first step, `a X0`) is a separate XLA fusion into which the CPU backend
     duplicates the whole network; here there are two (measured on the regression-MLP setup
-    of experiments/bench_meta.py: NormMLPLOpt's update 3-4x faster on CPU). Like optax, a
-    matrix with more rows than columns is iterated on its transpose.
+    of experiments/bench_meta.py: NormMLPLOpt's PES update part 400 -> 159 ms, 2.5x, on
+    CPU). Like optax, a matrix with more rows than columns is iterated on its transpose.
     """
     if x.ndim < 2:
         raise ValueError(f"newton_schulz needs a matrix; got shape {x.shape}")
