@@ -43,11 +43,12 @@ from learned_opt import meta
 from learned_opt.meta.checkpoint import MetaCheckpointer
 from learned_opt.pretrained import save_pretrained
 from models.augment import ReparamFamily
+from parallel import compile_cache
 from parallel.distributed import fetch_replicated
 
 # Keys that may change between a run and its resumption; every other key is fingerprinted.
 RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name",
-                  "snapshot_every")
+                  "snapshot_every", "compile_cache")
 # Keys added after checkpoints existed, with the value older runs implicitly used: at that
 # value they are left out of the fingerprint, so those checkpoints still resume.
 LATER_KEYS = {"num_groups": 1, "init_from": "", "reparam_log10_range": 0.0}
@@ -193,16 +194,27 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
-    """Meta-train (or resume) in `workdir`; returns the path of the pretrained card."""
+    """Meta-train (or resume) in `workdir`; returns the path of the pretrained card.
+
+    With `config.compile_cache` set, compiled programs are kept in (and loaded from) that
+    persistent cache while this runs; the process's cache setting is restored afterwards.
+    """
+    start = time.time()
     validate(config)
     workdir = Path(workdir)
+    cache_dir = workdir / config.compile_cache if config.compile_cache else None
+    with compile_cache.enabled(cache_dir):  # before anything compiles
+        return _run(config, workdir, start)
+
+
+def _run(config, workdir: Path, start: float) -> Path:
+    cache_before = compile_cache.counts()
     lopt, trainer, pairs = build(config)
     name = pretrained_name(config)
     ckpt = MetaCheckpointer(workdir / "checkpoints", fingerprint(config))
     ckpt.check_compatible()  # before compiling anything
     theta, init_from = initial_theta(config, lopt)  # before compiling: a bad source fails fast
     tracker = tracking.start_run(workdir, config=config, backends=tuple(config.backends))
-    start = time.time()
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
         state = ckpt.restore(trainer.abstract_state(theta))
@@ -218,9 +230,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
     buffer = tracking.MetricsBuffer(
         tracker, config.log_every, config.outer_steps + 1, reduce="mean", progress=bar,
         speed=tracking.SpeedMeter(examples_per_step=trainer.total_tasks * config.unroll_length))
+    startup_s = None
     while step < config.outer_steps:
         state, metrics = trainer.step(state)
         step += 1
+        if startup_s is None:  # building, tracing, compiling (or loading) and one step
+            jax.block_until_ready(metrics)
+            startup_s = time.time() - start
+            print(f"first outer step done {startup_s:.1f}s after start", flush=True)
         buffer.add(step, metrics, latest={"num_skipped": state.num_skipped,
                                           "num_resets": state.num_resets,
                                           "num_nonfinite_inner": state.num_nonfinite_inner})
@@ -252,6 +269,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Path:
         "num_skipped": int(fetch_replicated(state.num_skipped)),
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
         "wall_time_s_last_session": time.time() - start, "resumed_from_step": resumed_from,
+        "startup_s_last_session": startup_s, "compile_cache_last_session": {
+            k: v - cache_before[k] for k, v in compile_cache.counts().items()},
         "devices": [str(d) for d in jax.devices()], "command": " ".join(sys.argv),
         "config": config.to_dict(),
     }

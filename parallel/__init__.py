@@ -6,6 +6,7 @@
 from parallel import (
     async_sgd,
     communication,
+    compile_cache,
     data_parallel,
     distributed,
     large_batch,
@@ -19,6 +20,7 @@ from parallel import (
 __all__ = [
     "async_sgd",
     "communication",
+    "compile_cache",
     "data_parallel",
     "distributed",
     "large_batch",

@@ -40,6 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
                                    # N outer steps, for checkpoint selection; 0: never
     c.log_every = 10
     c.backends = ("local",)        # experiments.tracking backends
+    c.compile_cache = "compile_cache"  # JAX persistent compilation cache (parallel.compile_cache)
+                                   # a resumed or repeated run loads its compiled steps
+                                   # instead of compiling them: a path relative to the
+                                   # workdir, or absolute (shared by runs); "": off
     return c
 
 

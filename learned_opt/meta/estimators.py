@@ -61,6 +61,14 @@ def _reset(unroller, theta, task_state, was_reset):
     return task_state, was_reset
 
 
+def _forward_only(unroller):
+    """`unroller` for an estimator that never differentiates the unroll (ES, PES): remat
+    (`TruncatedUnroller.remat`) changes nothing computed there, but vmapping its checkpointed
+    scan body costs tracing time (measured: 3.3-4.4 -> 2.3-2.4 s per mnist1d-MLP group for PES)."""
+    return (dataclasses.replace(unroller, remat=False) if getattr(unroller, "remat", False)
+            else unroller)
+
+
 def _task_metrics(objective: jax.Array, was_reset: jax.Array, metrics: dict) -> dict:
     return {"meta_loss": jnp.mean(objective), "num_resets": was_reset.astype(jnp.int32),
             **metrics}
@@ -130,7 +138,7 @@ class ES:
         task_state, was_reset = _reset(unroller, theta, task_state, was_reset)
         eps = _perturbation(theta, pop_lib.perturbation_key(task_state), self.sigma)
         thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e]), theta, eps)
-        objectives, new_state, metrics = unroller.unroll(thetas, task_state)
+        objectives, new_state, metrics = _forward_only(unroller).unroll(thetas, task_state)
         weight = (objectives[0] - objectives[1]) / (2 * self.sigma**2)
         grad = jax.tree.map(lambda e: weight * e, eps)
         return TaskGrad(grad, est_state, new_state, _task_metrics(objectives, was_reset, metrics))
@@ -158,7 +166,7 @@ class PES:
         eps = _perturbation(theta, pop_lib.perturbation_key(task_state), self.sigma)
         # The +particle's inner state has seen theta + accumulated; it continues with theta + eps.
         thetas = jax.tree.map(lambda t, e: jnp.stack([t + e, t - e]), theta, eps)
-        objectives, new_state, metrics = unroller.unroll(thetas, task_state)
+        objectives, new_state, metrics = _forward_only(unroller).unroll(thetas, task_state)
         accumulated = jax.tree.map(jnp.add, accumulated, eps)
         weight = (objectives[0] - objectives[1]) / (2 * self.sigma**2)
         grad = jax.tree.map(lambda a: weight * a, accumulated)

@@ -81,7 +81,6 @@ class MetaTrainer:
         sharding_lib.check_divisible(self.num_tasks, self.mesh)
         self._meta_grad = sharding_lib.sharded_meta_grad(estimator, self.unroller, self.mesh,
                                                          self.total_tasks)
-        self._shardings = None
         self._jit_step = None
 
     @property
@@ -98,24 +97,32 @@ class MetaTrainer:
 
     # ---- shardings ----------------------------------------------------------------------
 
+    def sharding_prefix(self) -> MetaTrainState:
+        """One sharding per state field (a pytree prefix of the state, what `jax.jit`'s
+        `out_shardings` accepts): population and estimator state split over tasks, the rest
+        replicated. Needs no trace of the state, so `init` traces `_init` only once."""
+        rep = mesh_lib.replicated(self.mesh)
+        split = sharding_lib.population_sharding(self.mesh)
+        return MetaTrainState(*[split if name in ("est_state", "population") else rep
+                                for name in MetaTrainState._fields])
+
     def state_shardings(self, theta: PyTree) -> MetaTrainState:
-        """Sharding of every state leaf: population / estimator state split over tasks."""
-        if self._shardings is None:
-            abstract = jax.eval_shape(functools.partial(self._init, theta=theta),
-                                      jax.random.key(0))
-            rep = mesh_lib.replicated(self.mesh)
-            split = sharding_lib.population_sharding(self.mesh)
-            self._shardings = MetaTrainState(
-                *[jax.tree.map(lambda _, s=(split if name in ("est_state", "population")
-                                              else rep): s, getattr(abstract, name))
-                  for name in MetaTrainState._fields])
-        return self._shardings
+        """Sharding of every state leaf (`sharding_prefix` broadcast over the state's tree)."""
+        return self._leaf_shardings(self._abstract(theta))
+
+    def _abstract(self, theta: PyTree) -> MetaTrainState:
+        return jax.eval_shape(functools.partial(self._init, theta=theta), jax.random.key(0))
+
+    def _leaf_shardings(self, abstract: MetaTrainState) -> MetaTrainState:
+        return MetaTrainState(*[jax.tree.map(lambda _, s=s: s, getattr(abstract, name))
+                                for name, s in zip(MetaTrainState._fields,
+                                                   self.sharding_prefix(), strict=True)])
 
     def abstract_state(self, theta: PyTree) -> MetaTrainState:
         """Shapes, dtypes and shardings of the state (what a checkpoint restores into)."""
-        abstract = jax.eval_shape(functools.partial(self._init, theta=theta), jax.random.key(0))
+        abstract = self._abstract(theta)
         return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, self.state_shardings(theta))
+                            abstract, self._leaf_shardings(abstract))
 
     # ---- init / step --------------------------------------------------------------------
 
@@ -139,7 +146,7 @@ class MetaTrainer:
     def init(self, key: jax.Array, theta: PyTree) -> MetaTrainState:
         """The initial state; task `i` of the population is drawn from `fold_in(key, i)`
         (of group `g` of a mixture: from `fold_in(fold_in(key, g), i)`)."""
-        shardings = self.state_shardings(theta)
+        shardings = self.sharding_prefix()
         theta = jax.device_put(theta, shardings.theta)
         return jax.jit(self._init, out_shardings=shardings)(key, theta)
 
@@ -163,7 +170,6 @@ class MetaTrainer:
     def step(self, state: MetaTrainState) -> tuple[MetaTrainState, dict]:
         """One outer step (jitted on first call; the input state's buffers are donated)."""
         if self._jit_step is None:
-            shardings = self.state_shardings(state.theta)
-            self._jit_step = jax.jit(self._step, out_shardings=(shardings, None),
+            self._jit_step = jax.jit(self._step, out_shardings=(self.sharding_prefix(), None),
                                      donate_argnums=0)
         return self._jit_step(state)

@@ -49,6 +49,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     assert (full / "config.json").exists() and (full / "env.json").exists()
     _, theta_full, card = load_pretrained_theta(full / "learned_adam_quadratic.json")
     assert card["outer_steps"] == STEPS and card["estimator"] == "tbptt"
+    assert card["startup_s_last_session"] > 0 and (full / "compile_cache").is_dir()
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_command(killed, "--config.outer_steps=100000"), cwd=REPO,
