@@ -8,6 +8,10 @@ checkpoints/ (every `checkpoint_every` steps and at the end) and, at the end, th
 in pretrained format (`<name>.msgpack` + `<name>.json`), loadable with `lo.load_pretrained`.
 Run the same command again on the same workdir to resume from its latest checkpoint; a
 checkpoint written under an incompatible config refuses to resume and says which keys differ.
+Compiled steps go to a persistent compilation cache (`config.compile_cache`, default
+`<workdir>/compile_cache`; "" turns it off), so a resumed run loads them instead of compiling
+(24-group mixture: first outer step 439 s cold, 167 s warm on the 2-core dev box); the card
+records `startup_s_last_session` (process start to the end of the first outer step).
 
 Mixtures of shape groups train one theta over several groups at once (one vmapped
 sub-population of `num_tasks` tasks per group; the meta-gradient averages over groups):
