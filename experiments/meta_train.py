@@ -12,6 +12,9 @@ Compiled steps go to a persistent compilation cache (`config.compile_cache`, def
 `<workdir>/compile_cache`; "" turns it off), so a resumed run loads them instead of compiling
 (24-group mixture: first outer step 439 s cold, 167 s warm on the 2-core dev box); the card
 records `startup_s_last_session` (process start to the end of the first outer step).
+On a CPU host, `--config.cpu_devices=2` splits it into 2 JAX devices and shards the population
+over them: one device's program keeps ~1 core busy, so on the 2-core dev box PES runs
+1.7-1.8x the task-steps/s (a checkpoint records its device count: resume with the same).
 
 Mixtures of shape groups train one theta over several groups at once (one vmapped
 sub-population of `num_tasks` tasks per group; the meta-gradient averages over groups):
@@ -52,7 +55,8 @@ from parallel.distributed import fetch_replicated
 
 # Keys that may change between a run and its resumption; every other key is fingerprinted.
 RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "name",
-                  "snapshot_every", "compile_cache")
+                  "snapshot_every", "compile_cache", "cpu_devices")
+# (cpu_devices changes the device count, which the fingerprint records as num_devices.)
 # Keys added after checkpoints existed, with the value older runs implicitly used: at that
 # value they are left out of the fingerprint, so those checkpoints still resume.
 LATER_KEYS = {"num_groups": 1, "init_from": "", "reparam_log10_range": 0.0}
@@ -101,6 +105,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not all(c.isalnum() or c in "_-." for c in name):  # what save_pretrained accepts
         raise ValueError(f"pretrained name {name!r} (config.name) must be letters, digits, "
                          f"_ - . only")
+    if config.cpu_devices < 0:
+        raise ValueError(f"config.cpu_devices must be >= 0 (0: JAX's default), got "
+                         f"{config.cpu_devices}")
+    if config.cpu_devices and jax.default_backend() == "cpu" and (
+            jax.device_count() != config.cpu_devices):
+        raise ValueError(f"config.cpu_devices={config.cpu_devices} but this process has "
+                         f"{jax.device_count()} CPU devices: the count is fixed when JAX "
+                         f"starts (the command line sets it; in Python call "
+                         f"jax.config.update('jax_num_cpu_devices', n) before using JAX)")
     if config.reparam_log10_range < 0 or config.snapshot_every < 0:
         raise ValueError(f"config.reparam_log10_range ({config.reparam_log10_range}) and "
                          f"config.snapshot_every ({config.snapshot_every}) must be >= 0")
@@ -286,6 +299,8 @@ def _run(config, workdir: Path, start: float) -> Path:
 
 def main(config, workdir):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    if config.cpu_devices > 0:  # before JAX starts its backend (no effect on accelerators)
+        jax.config.update("jax_num_cpu_devices", int(config.cpu_devices))
     os.makedirs(workdir, exist_ok=True)
     card = run(config, workdir)
     print(f"wrote {card}", flush=True)

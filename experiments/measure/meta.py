@@ -235,6 +235,10 @@ def make_task_part(config, family, group) -> Timed:
 
 def measure_setup(config, setup: str) -> list[dict]:
     family, group = setup_group(setup)
+    if jax.device_count() < config.num_devices:
+        raise ValueError(f"config.num_devices={config.num_devices} but this process has "
+                         f"{jax.device_count()} device(s); on CPU run `python -m "
+                         f"experiments.bench_meta` (it splits the host into num_devices)")
     mesh = meta.population_mesh(jax.devices()[:config.num_devices])
     cases = []
     for lopt_name in config.lopts:

@@ -76,6 +76,15 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     assert refused.returncode != 0 and "estimator: checkpoint has 'tbptt'" in refused.stderr
 
 
+def test_cpu_devices_shards_the_population_over_that_many_devices(tmp_path):
+    done = _run(tmp_path, "--config.outer_steps=2", "--config.cpu_devices=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads((tmp_path / "learned_adam_quadratic.json").read_text())
+    assert len(card["devices"]) == 2 and card["outer_steps"] == 2
+    fingerprint = json.loads((tmp_path / "checkpoints" / "fingerprint.json").read_text())
+    assert fingerprint["num_devices"] == 2
+
+
 def test_config_key_typo_fails_at_flag_parsing(tmp_path):
     typo = _run(tmp_path / "typo", "--config.unrol_length=3")
     assert typo.returncode != 0 and "unrol_length" in typo.stderr
@@ -108,6 +117,8 @@ def test_unknown_or_missing_config_keys_fail():
     (dict(family="quadratic,quadratic"), "lists a family twice"),
     (dict(family="quadratic,nope"), "unknown family 'nope'"),
     (dict(name="my run"), "pretrained name 'my run'"),
+    (dict(cpu_devices=-1), "cpu_devices must be >= 0"),
+    (dict(cpu_devices=3), "cpu_devices=3 but this process has 8 CPU devices"),
 ])
 def test_bad_group_mixtures_fail_before_compiling(overrides, message):
     with pytest.raises(ValueError, match=message):
