@@ -47,16 +47,19 @@ LearningRate = float | Callable[[jax.Array], jax.Array]
 def learning_rate_fn(learning_rate: LearningRate | None) -> Callable | None:
     """`learning_rate` as a function of the 0-based update index (None stays None).
 
-    A concrete value (a float, or a schedule's value at step 0) must be finite and positive;
-    traced values (e.g. a learning rate vmapped over tuning trials) are not checked.
+    A concrete float must be finite and positive; a schedule's value at step 0 finite and
+    non-negative (a warmup from 0, e.g. `optax.warmup_cosine_decay_schedule(0.0, ...)`, is
+    fine); traced values (e.g. a learning rate vmapped over tuning trials) are not checked.
 
     Raises:
-      ValueError: learning_rate <= 0, non-finite, or neither a number nor a callable.
+      ValueError: learning_rate <= 0, non-finite, a schedule starting below 0, or neither a
+        number nor a callable.
     """
     if learning_rate is None:
         return None
     if callable(learning_rate):
-        _check_learning_rate(learning_rate(0), "learning_rate(0) of the schedule")
+        _check_learning_rate(learning_rate(0), "learning_rate(0) of the schedule",
+                             allow_zero=True)
         return lambda step: jnp.asarray(learning_rate(step), jnp.float32)
     if isinstance(learning_rate, bool | str) or not (
             isinstance(learning_rate, int | float) or hasattr(learning_rate, "dtype")):
@@ -67,14 +70,15 @@ def learning_rate_fn(learning_rate: LearningRate | None) -> Callable | None:
     return lambda step: value
 
 
-def _check_learning_rate(value, what: str) -> None:
+def _check_learning_rate(value, what: str, allow_zero: bool = False) -> None:
     try:
         concrete = float(np.asarray(value))
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
             TypeError):
         return  # traced: checked by whoever made it
-    if not math.isfinite(concrete) or concrete <= 0:
-        raise ValueError(f"{what} must be a finite positive number, got {concrete!r}")
+    if not math.isfinite(concrete) or concrete < 0 or (concrete == 0 and not allow_zero):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{what} must be a finite {kind} number, got {concrete!r}")
 
 
 def safe_leaf_step(lopt: LearnedOptimizer, theta: dict[str, Any], g_raw: jax.Array,

@@ -4,7 +4,8 @@ Tracks (`spec.TRACKS`):
   * tuned: the tuned baselines (tuned Adam is this track's reference) and every learned
     optimizer that takes a learning rate, tuned on a grid of `grid_points` rates relative to its
     default (default x 10^(+-learned_grid_decades / 2), log-spaced): the same number of
-    learning-rate trials as each baseline (AdamW also gets its weight-decay points);
+    learning-rate trials as each baseline (AdamW also gets its weight-decay points), and by
+    default (`learned_schedule="same"`) the same schedule, its tuned rate as the peak;
   * self_tuning (0 trials): Adam at 1e-3 (this track's reference), the tuning-free optax.contrib
     optimizers at their defaults, and every learned optimizer at its default.
 
@@ -90,6 +91,17 @@ def _tuning_free(name: str) -> Entry:
                  eval_params=baseline.eval_params)
 
 
+def _scheduled_learned(make_tx: Callable, schedule: baselines.Schedule) -> Callable:
+    """A learned optimizer's make_tx whose `learning_rate` is the peak of `schedule`;
+    tx_args["constant_schedule"] = 1 runs it at that rate, constant (as `adam_family`)."""
+
+    def scheduled(tx_args):
+        peak, constant = tx_args["learning_rate"], tx_args["constant_schedule"]
+        return make_tx({**tx_args, "learning_rate": schedule(peak, constant)})
+
+    return scheduled
+
+
 def build_plan(spec, learned: list) -> list[Entry]:
     """The entries of `spec` for the resolved learned optimizers `learned` (LearnedSpecs).
 
@@ -105,18 +117,21 @@ def build_plan(spec, learned: list) -> list[Entry]:
                 "learning_rate parameter, or no default is known); valid choices for them: "
                 "learned_tuning='auto' (default only) or 'none'")
     schedule = spec.lr_schedule()
+    learned_schedule = spec.learned_lr_schedule()
     entries = [_tuned_baseline(name, schedule)
                for name in sorted(spec.baselines, key=lambda n: n != "adam")]
     for s in learned:
         if spec.learned_tuning == "none" or not s.tunable:
             continue
-        tunable = Tunable(s.label, s.make_tx, {
+        make_tx = _scheduled_learned(s.make_tx, learned_schedule)
+        tunable = Tunable(s.label, make_tx, {
             "learning_rate": relative_range(s.default_learning_rate, spec.learned_grid_decades)})
         entries.append(Entry(
-            s.label + TUNED_LR_SUFFIX, "learned", "tuned", s.make_tx, s.tx_args, tunable,
+            s.label + TUNED_LR_SUFFIX, "learned", "tuned", make_tx,
+            s.tx_args | _f32({"constant_schedule": 0.0}), tunable,
             f"{s.description}; learning rate tuned on a grid relative to its default "
-            f"{s.default_learning_rate:g}", dict(s.config), learned_label=s.label,
-            compile_key=s.compile_key))
+            f"{s.default_learning_rate:g}, {learned_schedule.name} schedule", dict(s.config),
+            learned_label=s.label, compile_key=(s.compile_key, learned_schedule)))
     entries.append(Entry(
         baselines.ADAM_DEFAULT, "baseline", "self_tuning",
         lambda args: baselines.adam_family(args, schedule),
@@ -126,11 +141,17 @@ def build_plan(spec, learned: list) -> list[Entry]:
         compile_key=("adam_family", schedule)))
     entries += [_tuning_free(name) for name in spec.tuning_free]
     for s in learned:
-        default = (f"at its default learning rate {s.default_learning_rate:g}" if s.tunable
-                   else "at its default (it takes no learning rate)")
-        entries.append(Entry(s.label, "learned", "self_tuning", s.make_tx, s.tx_args, None,
+        if s.tunable:  # constant, through the tuned entry's function: one compiled run for both
+            make_tx, tx_args = (_scheduled_learned(s.make_tx, learned_schedule),
+                                s.tx_args | _f32({"constant_schedule": 1.0}))
+            compile_key = (s.compile_key, learned_schedule)
+            default = f"at its default learning rate {s.default_learning_rate:g}, constant"
+        else:
+            make_tx, tx_args, compile_key = s.make_tx, s.tx_args, s.compile_key
+            default = "at its default (it takes no learning rate)"
+        entries.append(Entry(s.label, "learned", "self_tuning", make_tx, tx_args, None,
                              f"{s.description}; {default}, 0 trials", dict(s.config),
-                             learned_label=s.label, compile_key=s.compile_key))
+                             learned_label=s.label, compile_key=compile_key))
     labels = [e.label for e in entries]
     if len(set(labels)) != len(labels):
         raise ValueError(f"two benchmark entries share a label: {labels}")

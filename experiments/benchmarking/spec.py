@@ -24,6 +24,10 @@ PROTOCOL_CHOICES = {"optimization": ("optimization",), "generalization": ("gener
 # relative to their default) and reports the others at their default only; "relative" demands
 # it of every learned optimizer (ValueError for one without a learning rate); "none" never.
 LEARNED_TUNING = ("auto", "relative", "none")
+# How a tuned learned optimizer's learning rate moves: "same" = the tuned baselines' schedule
+# (`schedule`, `warmup_fraction`, `end_fraction`) with its tuned rate as the peak, exactly as
+# tuned Adam's; "constant" = its tuned rate at every step.
+LEARNED_SCHEDULES = ("same", "constant")
 TRACKS = ("tuned", "self_tuning")
 REFERENCE = {"tuned": "adam", "self_tuning": baselines.ADAM_DEFAULT}
 
@@ -72,6 +76,7 @@ class BenchmarkSpec:
     learned: tuple[str, ...]            # learned optimizer specs ("pretrained:NAME", ...)
     learned_tuning: str
     learned_grid_decades: float         # the relative grid spans default x 10^(+-decades / 2)
+    learned_schedule: str               # LEARNED_SCHEDULES: the tuned learned entries' schedule
     lopt_init_seed: int
     schedule: str
     warmup_fraction: float
@@ -156,7 +161,10 @@ class BenchmarkSpec:
             learned=cli.names(get("learned")),
             learned_tuning=_choice(str(get("learned_tuning", "auto")), LEARNED_TUNING,
                                    "learned_tuning"),
-            learned_grid_decades=decades, lopt_init_seed=int(get("lopt_init_seed", 0)),
+            learned_grid_decades=decades,
+            learned_schedule=_choice(str(get("learned_schedule", "same")), LEARNED_SCHEDULES,
+                                     "learned_schedule"),
+            lopt_init_seed=int(get("lopt_init_seed", 0)),
             schedule=_choice(str(get("schedule", "warmup_cosine")), baselines.SCHEDULES,
                              "schedule"),
             warmup_fraction=warmup, end_fraction=end, num_steps=num_steps,
@@ -172,6 +180,13 @@ class BenchmarkSpec:
         """The tuned baselines' learning-rate schedule."""
         return baselines.Schedule(self.schedule, self.num_steps, self.warmup_fraction,
                                   self.end_fraction)
+
+    def learned_lr_schedule(self) -> baselines.Schedule:
+        """The tuned learned optimizers' schedule: the baselines' (`learned_schedule="same"`)
+        or constant."""
+        if self.learned_schedule == "constant":
+            return baselines.Schedule("constant", self.num_steps)
+        return self.lr_schedule()
 
     def as_dict(self) -> dict:
         """JSON-able settings (results.json's `settings`)."""

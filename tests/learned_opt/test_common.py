@@ -435,6 +435,12 @@ def test_learning_rate_scales_update_and_follows_schedule(case):
     for k, (scheduled, plain) in enumerate(zip(updates(schedule), default, strict=True)):
         for a, b in zip(jax.tree.leaves(scheduled), jax.tree.leaves(plain), strict=True):
             np.testing.assert_allclose(a, factors[k] * b, rtol=1e-5, atol=1e-12)
-    for bad in (0.0, -1e-3, float("nan"), float("inf"), lambda step: 0.0 * step):
+    # A warmup from 0 (optax's usual schedules start there): the first update is zero.
+    warmup = optax.linear_schedule(0.0, nominal, transition_steps=2)
+    for k, (scheduled, plain) in enumerate(zip(updates(warmup), default, strict=True)):
+        for a, b in zip(jax.tree.leaves(scheduled), jax.tree.leaves(plain), strict=True):
+            np.testing.assert_allclose(a, [0.0, 0.5, 1.0][k] * b, rtol=1e-5, atol=1e-12)
+    for bad in (0.0, -1e-3, float("nan"), float("inf"), lambda step: 0.0 * step - 1e-3,
+                lambda step: 0.0 * step + float("nan")):
         with pytest.raises(ValueError, match="learning_rate"):
             case.lopt.optimizer(case.theta, NUM_STEPS, learning_rate=bad)

@@ -47,6 +47,7 @@ def test_quick_config_parses_into_one_frozen_spec():
     ("schedule", "linear", r"unknown schedule 'linear'; valid choices: \['warmup_cosine', "
                            r"'constant'\]"),
     ("learned_tuning", "always", r"valid choices: \['auto', 'relative', 'none'\]"),
+    ("learned_schedule", "cosine", r"valid choices: \['same', 'constant'\]"),
     ("tuning.grid_points", 0, "grid_points=0 .*at least 1 trial"),
     ("tuning.sampler", "cmaes", "valid samplers"),
     ("seeds", (0, 1, 2), "overlap: final runs must use fresh seeds"),
@@ -81,6 +82,41 @@ def test_relative_grid_for_an_optimizer_without_learning_rate_fails_before_compi
     assert tracks["no_lr"] == "self_tuning" and "no_lr (tuned lr)" not in tracks
     assert tracks["lr (tuned lr)"] == "tuned" and tracks["lr"] == "self_tuning"
     assert tracks["adam@1e-3"] == "self_tuning" and tracks["prodigy"] == "self_tuning"
+
+
+@pytest.mark.parametrize("learned_schedule", ["same", "constant"])
+def test_a_tuned_learned_optimizer_follows_the_baselines_schedule(learned_schedule):
+    """Its tuned rate is the peak of tuned Adam's warmup-cosine schedule ("same"), or constant;
+    at its default (self-tuning track) it is constant, and both share one compiled run."""
+    import jax.numpy as jnp
+
+    spec = BenchmarkSpec.from_config(quick(learned="x", learned_schedule=learned_schedule,
+                                           num_steps=100, warmup_fraction=0.1))
+    entries = {e.label: e for e in build_plan(spec, [fixed_learned_spec(label="lr",
+                                                                        learning_rate=0.1)])}
+    tuned, default = entries["lr (tuned lr)"], entries["lr"]
+    assert tuned.compile_key == default.compile_key
+    assert learned_schedule in tuned.description or "warmup_cosine" in tuned.description
+    params, grads = jnp.zeros(()), jnp.ones(())
+
+    def steps(entry, args, n):
+        tx = entry.make_tx(args)
+        state, out = tx.init(params), []
+        for _ in range(n):
+            update, state = tx.update(grads, state, params)
+            out.append(float(update))
+        return out
+
+    # The same function of tx_args: the tuned entry at its winner's hyperparameters.
+    tuned_steps = steps(tuned, tuned.with_hparams({"learning_rate": 0.2}), 101)
+    default_steps = steps(default, default.tx_args, 3)
+    assert default_steps == pytest.approx([-0.1] * 3)
+    if learned_schedule == "constant":
+        assert tuned_steps == pytest.approx([-0.2] * 101)
+    else:  # warmup 0 -> 0.2 over 10 steps, cosine down to 0 at step 100
+        assert tuned_steps[0] == 0.0 and tuned_steps[5] == pytest.approx(-0.1)
+        assert tuned_steps[10] == pytest.approx(-0.2) and tuned_steps[100] == pytest.approx(0.0)
+        assert tuned_steps[55] == pytest.approx(-0.1, rel=1e-3)
 
 
 def test_unknown_names_list_the_valid_ones():
