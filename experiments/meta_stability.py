@@ -2,12 +2,15 @@
 
 Trains `config.task` for `config.num_steps` steps (default 20k: 10x norm_mlp_mix's longest
 meta-training horizon of 2000) with a pretrained optimizer at its card's default learning rate
-(or `config.learning_rate`), beside Adam at the same learning rate, on `config.num_seeds`
-seeds, and reports whether it ever diverged: a non-finite loss, or a smoothed training loss that
-climbs above `blowup_factor` x its running minimum (late-training blow-up).
+(or `config.learning_rate`), beside Adam at the same learning rate and schedule
+(`config.schedule`: constant, or warmup_cosine: a linear warmup over `warmup_fraction` of the
+steps to the learning rate, then a cosine to 0 at the last step), on `config.num_seeds` seeds,
+and reports whether it ever diverged: a non-finite loss, or a smoothed training loss that climbs
+above `blowup_factor` x its running minimum (late-training blow-up).
 
     python -m experiments.meta_stability --config experiments/configs/meta_stability.py \
-        --workdir workdirs/norm_mlp_stability --config.pretrained=norm_mlp_mix
+        --workdir workdirs/norm_mlp_stability --config.pretrained=norm_mlp_mix \
+        [--config.schedule=warmup_cosine]
 
 The workdir gets results.json (smoothed curves every `log_every` steps, per-seed verdicts) and
 report.md.
@@ -48,17 +51,34 @@ def verdict(losses: np.ndarray, window: int, blowup_factor: float) -> dict:
             "min": float(running_min[-1]), "smoothed": [float(x) for x in smooth]}
 
 
+SCHEDULES = ("constant", "warmup_cosine")
+
+
+def schedule(name: str, learning_rate: float, num_steps: int, warmup_fraction: float):
+    """`learning_rate` constant, or as the peak of optax's warmup-cosine schedule to 0."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; valid choices: {list(SCHEDULES)}")
+    if name == "constant":
+        return learning_rate
+    return optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, warmup_steps=max(1, round(warmup_fraction * num_steps)),
+        decay_steps=num_steps)
+
+
 def main(config, workdir):
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lopt, theta, card = lo.load_pretrained_theta(config.pretrained)
     learning_rate = config.learning_rate or card.get("learning_rate")
+    schedule_name = config.get("schedule", "constant")
+    rate = schedule(schedule_name, learning_rate, config.num_steps,
+                    config.get("warmup_fraction", 0.05))
     task = models.get_task(config.task, **config.task_kwargs.to_dict())
-    runs = {"learned": lopt.optimizer(theta, learning_rate=learning_rate),
-            "adam": optax.adam(learning_rate)}
+    runs = {"learned": lopt.optimizer(theta, learning_rate=rate), "adam": optax.adam(rate)}
     results = {"pretrained": config.pretrained, "task": config.task,
                "task_kwargs": config.task_kwargs.to_dict(), "num_steps": config.num_steps,
-               "learning_rate": learning_rate, "window": config.log_every,
+               "learning_rate": learning_rate, "schedule": schedule_name,
+               "window": config.log_every,
                "blowup_factor": config.blowup_factor, "runs": {}}
     for name, tx in runs.items():
         results["runs"][name] = [verdict(curve(task, tx, seed, config.num_steps),
@@ -67,7 +87,8 @@ def main(config, workdir):
     (workdir / "results.json").write_text(json.dumps(results, indent=1))
     lines = [f"# Stability over {config.num_steps} steps: {config.pretrained} on {config.task} "
              f"{config.task_kwargs.to_dict()}", "",
-             f"learning rate {learning_rate:g} (both); smoothed over {config.log_every} steps; "
+             f"learning rate {learning_rate:g}, {schedule_name} (both); "
+             f"smoothed over {config.log_every} steps; "
              f"diverged = non-finite or smoothed loss > {config.blowup_factor}x its running min",
              "", "| optimizer | seed | initial | min | final | max/running-min | diverged |",
              "|---|---|---|---|---|---|---|"]

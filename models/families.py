@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from learned_opt.tasks import check_subset
 from models import datasets
-from models.nets import MLP, Functional
+from models.nets import CNN, MLP, Functional
 from models.synthetic import QuadraticTask
 from models.tasks import SupervisedTask, label_noise_draws, subset_order
 
@@ -39,6 +39,9 @@ class QuadraticGroup(NamedTuple):
 
 
 class MLPGroup(NamedTuple):
+    """One shape group of a network family: `hidden` is the MLP's widths, or the CNN's
+    channels for a family whose spec has net="cnn"."""
+
     hidden: tuple[int, ...]
     activation: str
     batch_size: int
@@ -142,8 +145,19 @@ def mlp_net(in_features: int, hidden: tuple[int, ...], out_features: int, activa
     )
 
 
+@functools.cache
+def cnn_net(input_shape: tuple[int, ...], channels: tuple[int, ...], out_features: int,
+            activation: str):
+    """A cached functional CNN (`models.nets.CNN`: 3x3 convs, stride 2 after the first)."""
+    return Functional(
+        lambda rngs: CNN(input_shape, channels, out_features, activation=activation, rngs=rngs)
+    )
+
+
 class MLPFamilySpec(NamedTuple):
-    """What distinguishes one MLP family from another."""
+    """What distinguishes one network family from another: its dataset, its network kind
+    (`net`: "mlp", or "cnn" on inputs reshaped to `input_shape`), and its split of shapes
+    (widths, or CNN channels) and activations."""
 
     name: str
     dataset: str  # "digits", "mnist1d" or "regression"
@@ -152,6 +166,8 @@ class MLPFamilySpec(NamedTuple):
     meta_train_activations: tuple[str, ...]
     heldout_activations: tuple[str, ...]
     batch_sizes: tuple[int, ...]
+    net: str = "mlp"
+    input_shape: tuple[int, ...] = ()  # the CNN's (H, W, C) or (L, C); unused by an MLP
 
 
 # Dynamic ranges shared by the MLP families: disjoint init-scale and label-noise ranges.
@@ -181,6 +197,14 @@ MLP_FAMILY_SPECS = {
             meta_train_activations=("relu", "tanh"), heldout_activations=("gelu",),
             batch_sizes=(32, 128),
         ),
+        # 2-D CNNs on 8x8 digits. The OOD suite's digits_cnn (channels (8, 16), batch 64) is
+        # no group's shape: it lies between the meta-train and held-out channel counts.
+        MLPFamilySpec(
+            "digits_cnn", "digits",
+            meta_train_hidden=((4, 8), (8, 8), (16,)), heldout_hidden=((16, 16), (8, 16, 32)),
+            meta_train_activations=("relu", "tanh"), heldout_activations=("gelu",),
+            batch_sizes=(32, 128), net="cnn", input_shape=(8, 8, 1),
+        ),
     )
 }  # fmt: skip
 
@@ -192,7 +216,8 @@ def _family_dataset(kind: str) -> datasets.ArrayDataset:
 
 
 class MLPFamily(_FamilyBase):
-    """MLPs on one dataset, varying width, depth, activation, batch size, init, labels and data.
+    """MLPs (or CNNs: spec.net="cnn", `hidden` = channels) on one dataset, varying width,
+    depth, activation, batch size, init, labels and data.
 
     Split (per `MLPFamilySpec`): meta_train groups use `meta_train_hidden` x
     `meta_train_activations`; heldout groups are every group with a `heldout_hidden` shape or a
@@ -252,7 +277,11 @@ class MLPFamily(_FamilyBase):
         in_features = math.prod(data.x_train.shape[1:])
         regression = data.num_classes == 0
         out_features = data.y_train.shape[-1] if regression else data.num_classes
-        net = mlp_net(in_features, tuple(group.hidden), out_features, group.activation)
+        if self.spec.net == "cnn":
+            net = cnn_net(self.spec.input_shape, tuple(group.hidden), out_features,
+                          group.activation)
+        else:
+            net = mlp_net(in_features, tuple(group.hidden), out_features, group.activation)
         widths = "x".join(map(str, group.hidden))
         return SupervisedTask(
             f"{self.name}_{widths}_{group.activation}_b{group.batch_size}",

@@ -12,6 +12,8 @@ def get_config():
     c = ml_collections.ConfigDict()
     c.pretrained = "norm_mlp_mix"     # shipped name or card path
     c.learning_rate = 0.0             # 0: the card's default learning_rate
+    c.schedule = "constant"           # constant | warmup_cosine (peak learning_rate, to 0)
+    c.warmup_fraction = 0.05
     c.task = "digits_mlp"
     c.task_kwargs = ml_collections.ConfigDict({"hidden": (64,), "batch_size": 64})
     c.num_steps = 20000

@@ -117,3 +117,18 @@ def test_precomputed_task_draws_build_the_same_task_and_wrong_shapes_fail():
     assert jnp.array_equal(batch(from_draws)["x"], batch(from_keys)["x"])
     with pytest.raises(ValueError, match="train_order must have shape"):
         family.make_task(group, {**params, "train_order": params["train_order"][:5]})
+
+
+def test_cnn_family_builds_cnns_and_never_samples_the_ood_suites_cnn():
+    family = models.get_family("digits_cnn")
+    group = family.groups("meta_train")[0]
+    task = family.make_task(group, family.sample_task_params(jax.random.key(8), group))
+    params = task.init(jax.random.key(0))
+    kernels = [p for p in jax.tree.leaves(params) if p.ndim == 4]
+    assert len(kernels) == len(group.hidden) and kernels[0].shape == (3, 3, 1, group.hidden[0])
+    loss = task.loss(params, task.sample_batch(jax.random.key(1), "train"))
+    assert np.isfinite(float(loss)) and task.name.startswith("digits_cnn_")
+    ood = models.get_task("digits_cnn")  # channels (8, 16), relu, batch 64
+    every = family.groups("meta_train") + family.groups("heldout")
+    assert all((g.hidden, g.activation, g.batch_size) != ((8, 16), "relu", ood.batch_size)
+               for g in every)
