@@ -162,19 +162,23 @@ def _families_of_card(card: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(families)
 
 
-def _learning_rate_default(lopt, card: Mapping[str, Any]) -> float | None:
-    """The default learning rate of `lopt.optimizer` (the card's `learning_rate`, else the
-    signature's numeric default), or None when `optimizer` takes no `learning_rate`."""
+def _learning_rate_default(lopt, card: Mapping[str, Any], theta=None) -> float | None:
+    """The default learning rate of `lopt.optimizer`: the card's `learning_rate`, else the
+    signature's numeric default, else (`theta` given: an untrained default) the step size it
+    runs at without one, `lopt.nominal_step_size(theta)`; None when `optimizer` takes no
+    `learning_rate`."""
     parameter = inspect.signature(lopt.optimizer).parameters.get("learning_rate")
     if parameter is None:
         return None
     value = card.get("learning_rate", parameter.default)
+    if not isinstance(value, int | float) and theta is not None:
+        value = float(lopt.nominal_step_size(theta))
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def _learned_spec(label, kind, lopt, theta, num_steps, meta_families, description, config,
                   card) -> LearnedSpec:
-    default_lr = _learning_rate_default(lopt, card)
+    default_lr = _learning_rate_default(lopt, card, theta if kind == "default" else None)
 
     def make_tx(tx_args):
         kwargs = {"learning_rate": tx_args["learning_rate"]} if "learning_rate" in tx_args else {}

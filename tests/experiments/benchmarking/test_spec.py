@@ -119,6 +119,16 @@ def test_a_tuned_learned_optimizer_follows_the_baselines_schedule(learned_schedu
         assert tuned_steps[55] == pytest.approx(-0.1, rel=1e-3)
 
 
+def test_an_untrained_default_is_tuned_around_the_step_size_it_runs_at():
+    import learned_opt as lo
+
+    spec = benchmark_suite.resolve_learned("default:norm_mlp", num_steps=10)
+    lopt = lo.get_lopt("norm_mlp")
+    nominal = float(lopt.nominal_step_size(lopt.init(jax.random.key(0))))
+    assert spec.tunable and spec.default_learning_rate == pytest.approx(nominal)
+    assert float(spec.tx_args["learning_rate"]) == pytest.approx(nominal)
+
+
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="valid tasks: .*digits_mlp"):
         benchmark_suite.build_suite(SuiteSpec(tasks=("digits_mpl",)))
