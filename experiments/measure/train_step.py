@@ -36,8 +36,9 @@ TRAIN_STEP_TARGET = 1.3  # issue 3: AdafacMLPLOpt's full train step <= 1.3x Adam
 
 
 def make_optimizer(name: str, num_steps: int) -> optax.GradientTransformation:
-    """optax.adam / optax.sgd / optax.contrib.muon (lr 1e-3) or a registered learned optimizer
-    at its default init.
+    """optax.adam / optax.sgd / optax.contrib.muon (lr 1e-3), a registered learned optimizer
+    at its default init, or "pretrained:NAME" (a shipped optimizer as its card builds it, e.g.
+    norm_mlp_mix with its Newton-Schulz orthogonalisation).
 
         tx = make_optimizer("adafac_mlp", num_steps=1000)
     """
@@ -47,6 +48,8 @@ def make_optimizer(name: str, num_steps: int) -> optax.GradientTransformation:
         return optax.sgd(1e-3)
     if name == "muon":  # Newton-Schulz-orthogonalised momentum on matrices, Adam on the rest
         return optax.contrib.muon(1e-3)
+    if name.startswith("pretrained:"):  # shipped weights and options, at the card's rate
+        return lo.load_pretrained(name.removeprefix("pretrained:"), num_steps=num_steps)
     lopt = lo.get_lopt(name)
     return lopt.optimizer(lopt.init(jax.random.key(0)), num_steps=num_steps)
 

@@ -266,7 +266,10 @@ def validate(config) -> None:
     names must be known. `--config.optimizers=adam,mlp` (which the flag parser hands over as
     one comma-separated name) is split."""
     config.optimizers = cli.names(config.optimizers)
-    valid = ("adam", "sgd", "muon", *lo.list_lopts())
+    from learned_opt import pretrained
+
+    shipped = tuple(f"pretrained:{card['name']}" for card in pretrained.list_pretrained())
+    valid = ("adam", "sgd", "muon", *lo.list_lopts(), *shipped)
     unknown = [name for name in config.optimizers if name not in valid]
     if unknown:
         raise ValueError(f"unknown optimizers {unknown} in config.optimizers; valid: {valid}")

@@ -168,5 +168,14 @@ def test_bad_optimizer_lists_fail_before_measuring():
     config.optimizers = ("adam", "velo")
     with pytest.raises(ValueError, match=r"unknown optimizers \['velo'\].*'adafac_mlp'"):
         update.validate(config)
+    config.optimizers = ("adam", "pretrained:norm_mlp_mix")  # a shipped one, as its card runs it
+    update.validate(config)
+    with pytest.raises(ValueError, match=r"unknown optimizers \['pretrained:nope'\]"):
+        config.optimizers = ("adam", "pretrained:nope")
+        update.validate(config)
+    tx = train_step.make_optimizer("pretrained:norm_mlp_mix", num_steps=10)
+    params = {"w": jnp.ones((4, 3))}
+    updates, _ = tx.update(params, tx.init(params), params)
+    assert updates["w"].shape == (4, 3) and bool(jnp.all(jnp.isfinite(updates["w"])))
     assert "not measured" in train_step.target_summary(
         [{"optimizer": "mlp", "model": "mlp", "batch": "128", "ratio_to_adam": 2.0}])
