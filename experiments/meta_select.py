@@ -13,7 +13,11 @@ log(final train loss / Adam(1e-3)'s final train loss on the same task and seed),
 final loss is the mean of the last `window` steps' training losses (a diverged run scores
 log(initial loss / Adam's) + 5). Lower is better; 0 ties Adam(1e-3). Only training losses
 and the selection tasks are read: nothing of the benchmark's tasks, and no test split.
-The workdir gets `results.json` (every score) and `report.md`.
+Every run, Adam's included, follows `config.schedule` (constant, or the benchmark's
+warmup_cosine with the learning rate as its peak: how a tuned learned optimizer is run there).
+With `config.include_untrained`, the architecture's untrained default theta
+(`lopt.init(key(config.untrained_seed))`) is a candidate too: when no snapshot beats it, the
+selection says so. The workdir gets `results.json` (every score) and `report.md`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import optax
 import learned_opt as lo
 import models
 from experiments import cli
+from experiments.benchmarking import baselines
 from learned_opt import training
 
 DIVERGED_PENALTY = 5.0
@@ -67,12 +72,22 @@ def score(losses: np.ndarray, reference: float, window: int) -> float:
     return math.log(max(value, 1e-12) / reference)
 
 
+UNTRAINED = "untrained default"
+
+
 def candidates(run_dir: Path) -> list[Path]:
     """Snapshot cards of a run, by step, then the final card(s) at the top of the run dir."""
     snaps = sorted((run_dir / "snapshots").glob("step_*.json"))
     names = {card["name"] for card in lo.list_pretrained(run_dir)}
     finals = [run_dir / f"{name}.json" for name in sorted(names)]
     return snaps + finals
+
+
+def load_candidate(candidate: str, lopt, seed: int):
+    """(lopt, theta, card) of a card path, or of the untrained default (`UNTRAINED`)."""
+    if candidate == UNTRAINED:
+        return lopt, lopt.init(jax.random.key(seed)), {"outer_steps": 0}
+    return lo.load_pretrained_theta(candidate)
 
 
 def main(config, workdir):
@@ -87,13 +102,22 @@ def main(config, workdir):
     if not cards:
         raise ValueError(f"config.run={config.run!r} holds no snapshots/step_*.json and no card")
     lopt, _, _ = lo.load_pretrained_theta(cards[0])
+    untrained_seed = config.get("untrained_seed", 0)
+    if config.get("include_untrained", False):
+        cards = [UNTRAINED, *cards]
+    schedule_name = config.get("schedule", "constant")
+    if schedule_name not in baselines.SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule_name!r}; valid choices: "
+                         f"{list(baselines.SCHEDULES)}")
+    schedule = baselines.Schedule(schedule_name, config.num_steps,
+                                  config.get("warmup_fraction", 0.05))
     tasks = selection_tasks(config)
     seeds = list(range(config.num_seeds))
     learning_rates = [float(x) for x in cli.names(config.learning_rates)]
-    adam_fns = {name: train_curve_fn(t, lambda a: optax.adam(a["lr"]), config.num_steps)
-                for name, t in tasks}
+    adam_fns = {name: train_curve_fn(t, lambda a: optax.adam(schedule(a["lr"])),
+                                     config.num_steps) for name, t in tasks}
     lopt_fns = {name: train_curve_fn(t, lambda a: lopt.optimizer(
-        a["theta"], learning_rate=a["lr"]), config.num_steps) for name, t in tasks}
+        a["theta"], learning_rate=schedule(a["lr"])), config.num_steps) for name, t in tasks}
     reference = {(name, s): final_loss(np.asarray(adam_fns[name]({"lr": jnp.float32(1e-3)}, s)),
                                        config.window)
                  for name, _ in tasks for s in seeds}
@@ -109,15 +133,15 @@ def main(config, workdir):
     rows = []
     base_lr = learning_rates[len(learning_rates) // 2]
     for card_path in cards:
-        step_lopt, theta, card = lo.load_pretrained_theta(card_path)
+        step_lopt, theta, card = load_candidate(card_path, lopt, untrained_seed)
         if step_lopt != lopt:
             continue
         mean, per_task = evaluate(theta, base_lr)
         rows.append({"card": str(card_path), "outer_steps": card.get("outer_steps"),
                      "learning_rate": base_lr, "score": mean, "per_task": per_task})
-        print(f"{card_path.name}: score {mean:+.4f} at lr {base_lr:g}", flush=True)
+        print(f"{Path(card_path).name}: score {mean:+.4f} at lr {base_lr:g}", flush=True)
     best = min(rows, key=lambda r: r["score"])
-    _, theta, _ = lo.load_pretrained_theta(best["card"])
+    _, theta, _ = load_candidate(best["card"], lopt, untrained_seed)
     lr_rows = []
     for lr in learning_rates:
         mean, per_task = evaluate(theta, lr)
@@ -132,13 +156,15 @@ def main(config, workdir):
         adam_rows.append({"learning_rate": lr, "score": float(np.mean(scores))})
     results = {"run": str(run_dir), "tasks": [n for n, _ in tasks], "seeds": seeds,
                "num_steps": config.num_steps, "window": config.window,
+               "schedule": schedule_name,
                "score": "mean log(final train loss / Adam(1e-3) final train loss)",
                "snapshots": rows, "selected": best, "learning_rate_grid": lr_rows,
                "selected_learning_rate": best_lr["learning_rate"], "adam_grid": adam_rows}
     (workdir / "results.json").write_text(json.dumps(results, indent=1))
     lines = ["# Checkpoint selection on the OOD selection set", "",
              f"Run {run_dir}; tasks {results['tasks']}; seeds {seeds}; {config.num_steps} "
-             f"steps; score = {results['score']} (lower is better, 0 = Adam(1e-3)).", "",
+             f"steps; {schedule_name} schedule; score = {results['score']} (lower is better, "
+             "0 = Adam(1e-3)).", "",
              "| snapshot | outer steps | lr | score |", "|---|---|---|---|"]
     lines += [f"| {Path(r['card']).name} | {r['outer_steps']} | {r['learning_rate']:g} | "
               f"{r['score']:+.4f} |" for r in rows]

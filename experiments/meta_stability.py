@@ -28,6 +28,7 @@ import optax
 import learned_opt as lo
 import models
 from experiments import cli
+from experiments.benchmarking import baselines
 from learned_opt import training
 
 
@@ -51,28 +52,17 @@ def verdict(losses: np.ndarray, window: int, blowup_factor: float) -> dict:
             "min": float(running_min[-1]), "smoothed": [float(x) for x in smooth]}
 
 
-SCHEDULES = ("constant", "warmup_cosine")
-
-
-def schedule(name: str, learning_rate: float, num_steps: int, warmup_fraction: float):
-    """`learning_rate` constant, or as the peak of optax's warmup-cosine schedule to 0."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; valid choices: {list(SCHEDULES)}")
-    if name == "constant":
-        return learning_rate
-    return optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, warmup_steps=max(1, round(warmup_fraction * num_steps)),
-        decay_steps=num_steps)
-
-
 def main(config, workdir):
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lopt, theta, card = lo.load_pretrained_theta(config.pretrained)
     learning_rate = config.learning_rate or card.get("learning_rate")
     schedule_name = config.get("schedule", "constant")
-    rate = schedule(schedule_name, learning_rate, config.num_steps,
-                    config.get("warmup_fraction", 0.05))
+    if schedule_name not in baselines.SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule_name!r}; valid choices: "
+                         f"{list(baselines.SCHEDULES)}")
+    rate = baselines.Schedule(schedule_name, config.num_steps,
+                              config.get("warmup_fraction", 0.05))(learning_rate)
     task = models.get_task(config.task, **config.task_kwargs.to_dict())
     runs = {"learned": lopt.optimizer(theta, learning_rate=rate), "adam": optax.adam(rate)}
     results = {"pretrained": config.pretrained, "task": config.task,

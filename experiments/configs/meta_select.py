@@ -23,4 +23,8 @@ def get_config():
     c.window = 50                       # final loss = mean of the last `window` train losses
     c.learning_rates = "1e-3,3e-3,1e-2"  # the middle one scores the snapshots
     c.stride = 1                        # score every stride-th snapshot (counted from the last)
+    c.schedule = "constant"             # constant | warmup_cosine (the lr is its peak), for
+    c.warmup_fraction = 0.05            # every run, Adam's included
+    c.include_untrained = False         # also score lopt.init(key(untrained_seed))
+    c.untrained_seed = 0
     return c

@@ -42,15 +42,6 @@ def test_stability_verdict_flags_a_blow_up_after_the_minimum_and_non_finite_loss
     assert meta_stability.verdict(broken, window=10, blowup_factor=3.0)["diverged"]
 
 
-def test_stability_schedule_is_constant_or_a_warmup_cosine_to_zero():
-    assert meta_stability.schedule("constant", 3e-3, 100, 0.05) == 3e-3
-    cosine = meta_stability.schedule("warmup_cosine", 3e-3, 100, 0.05)
-    assert float(cosine(0)) == 0.0 and float(cosine(5)) == pytest.approx(3e-3)
-    assert float(cosine(100)) == pytest.approx(0.0, abs=1e-12)
-    with pytest.raises(ValueError, match="valid choices"):
-        meta_stability.schedule("cosine", 3e-3, 100, 0.05)
-
-
 def test_selection_score_is_the_log_ratio_and_penalises_divergence():
     losses = np.full(30, 0.5)
     assert meta_select.score(losses, reference=1.0, window=10) == pytest.approx(math.log(0.5))
