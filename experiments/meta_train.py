@@ -59,7 +59,8 @@ RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "backends", "n
 # (cpu_devices changes the device count, which the fingerprint records as num_devices.)
 # Keys added after checkpoints existed, with the value older runs implicitly used: at that
 # value they are left out of the fingerprint, so those checkpoints still resume.
-LATER_KEYS = {"num_groups": 1, "init_from": "", "reparam_log10_range": 0.0}
+LATER_KEYS = {"num_groups": 1, "init_from": "", "reparam_log10_range": 0.0,
+              "inner_schedule": "constant"}
 
 
 def family_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -98,6 +99,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.group_index={config.group_index} picks one group of one "
                          f"family; with family={config.family!r} and num_groups="
                          f"{config.num_groups} leave it at -1")
+    inner_schedule = config.get("inner_schedule", "constant")
+    if inner_schedule not in meta.population.INNER_SCHEDULES:
+        raise ValueError(f"unknown inner_schedule {inner_schedule!r}; valid choices: "
+                         f"{list(meta.population.INNER_SCHEDULES)}")
     if config.estimator not in meta.estimators.ESTIMATORS:
         raise ValueError(f"unknown estimator {config.estimator!r}; valid: "
                          f"{sorted(meta.estimators.ESTIMATORS)}")
@@ -173,7 +178,8 @@ def build(config: ml_collections.ConfigDict):
     objective = meta.MetaObjective(config.objective_split, config.normalize, config.loss_clip)
     pairs = pick_groups(config)
     unrollers = [meta.TruncatedUnroller(family, group, lopt, unroll_length=config.unroll_length,
-                                        schedule=schedule, objective=objective)
+                                        schedule=schedule, objective=objective,
+                                        inner_schedule=config.get("inner_schedule", "constant"))
                  for family, group in pairs]
     estimator = meta.get_estimator(config.estimator, sigma=config.sigma)
     trainer = meta.MetaTrainer(unrollers[0] if len(unrollers) == 1 else unrollers, estimator,

@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.truncation = "log_uniform"   # constant (uses max_horizon) | log_uniform
     c.min_horizon = 100
     c.max_horizon = 1000
+    c.inner_schedule = "constant"  # inner learning rate over each trajectory: constant (the
+                                   # nominal step size) | warmup_cosine (to 0 at its horizon,
+                                   # peak = nominal: how a tuned optimizer is benchmarked)
     c.objective_split = "train"    # train | valid
     c.normalize = "init_loss"      # init_loss | none
     c.loss_clip = 3.0              # cap of a normalized per-step loss

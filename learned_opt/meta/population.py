@@ -78,6 +78,32 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+INNER_SCHEDULES = ("constant", "warmup_cosine")
+
+
+def horizon_schedule(name: str, peak: jax.Array, horizon: jax.Array,
+                     warmup_fraction: float = 0.05):
+    """The inner learning rate of one trajectory, a function of the 0-based update index:
+    `peak` constant, or (warmup_cosine) a linear warmup from 0 over `warmup_fraction` of the
+    trajectory's `horizon` to `peak`, then a cosine to 0 at `horizon`: how the benchmark runs a
+    tuned optimizer over its whole budget (optax's warmup_cosine_decay_schedule, with a
+    horizon that may be traced: each task of a population has its own)."""
+    if name not in INNER_SCHEDULES:
+        raise ValueError(f"unknown inner schedule {name!r}; valid choices: {list(INNER_SCHEDULES)}")
+    if name == "constant":
+        return lambda count: peak
+    horizon = jnp.asarray(horizon, jnp.float32)
+    warmup = jnp.maximum(1.0, jnp.round(warmup_fraction * horizon))
+
+    def rate(count):
+        count = jnp.asarray(count, jnp.float32)
+        decay = jnp.clip((count - warmup) / jnp.maximum(horizon - warmup, 1.0), 0.0, 1.0)
+        cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * decay))
+        return peak * jnp.where(count < warmup, count / warmup, cosine)
+
+    return rate
+
+
 @dataclasses.dataclass(frozen=True)
 class TruncatedUnroller:
     """Static description of truncated inner training for tasks of one family group.
@@ -96,6 +122,10 @@ class TruncatedUnroller:
         grows only with the carried state), and turning it off saved no measurable
         time (the recompute is small next to the backward pass). Set False only for short
         unrolls of small tasks where memory does not matter.
+      inner_schedule: the inner learning rate over each trajectory (`horizon_schedule`):
+        "constant" (the optimizer's nominal step size throughout; no `learning_rate` is
+        passed) or "warmup_cosine" over the trajectory's horizon, peaking at the nominal step
+        size, so the rule is meta-trained the way it is run with a schedule.
     """
 
     family: Any
@@ -105,18 +135,28 @@ class TruncatedUnroller:
     schedule: Any
     objective: MetaObjective = MetaObjective()
     remat: bool = True
+    inner_schedule: str = "constant"
 
     def __post_init__(self):
         if int(self.unroll_length) <= 0:
             raise ValueError(f"unroll_length must be positive, got {self.unroll_length}")
+        if self.inner_schedule not in INNER_SCHEDULES:
+            raise ValueError(f"unknown inner_schedule {self.inner_schedule!r}; valid choices: "
+                             f"{list(INNER_SCHEDULES)}")
 
     @property
     def lopt_num_steps(self) -> int | None:
         """The horizon given to `lopt.optimizer` (only for optimizers that require one)."""
         return self.schedule.max_length if getattr(self.lopt, "needs_num_steps", False) else None
 
-    def optimizer(self, theta: PyTree) -> optax.GradientTransformationExtraArgs:
-        return self.lopt.optimizer(theta, num_steps=self.lopt_num_steps)
+    def optimizer(self, theta: PyTree, horizon: jax.Array | None = None
+                  ) -> optax.GradientTransformationExtraArgs:
+        """The inner optimizer of a trajectory of `horizon` steps (needed by a scheduled
+        `inner_schedule`; the state it initialises does not depend on it)."""
+        if self.inner_schedule == "constant" or horizon is None:
+            return self.lopt.optimizer(theta, num_steps=self.lopt_num_steps)
+        rate = horizon_schedule(self.inner_schedule, self.lopt.nominal_step_size(theta), horizon)
+        return self.lopt.optimizer(theta, num_steps=self.lopt_num_steps, learning_rate=rate)
 
     # ---- trajectories -------------------------------------------------------------------
 
@@ -203,7 +243,7 @@ class TruncatedUnroller:
         `state.loss_scale` must already be the trajectory's scale (see `trajectory_scale`).
         Returns (meta-objective, new inner state, (mean train loss, newly diverged)).
         """
-        tx = self.optimizer(theta)
+        tx = self.optimizer(theta, state.horizon)
         objective = self.objective
 
         def batch(step, split):

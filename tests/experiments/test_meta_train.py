@@ -118,6 +118,7 @@ def test_unknown_or_missing_config_keys_fail():
     (dict(family="quadratic,nope"), "unknown family 'nope'"),
     (dict(name="my run"), "pretrained name 'my run'"),
     (dict(cpu_devices=-1), "cpu_devices must be >= 0"),
+    (dict(inner_schedule="cosine"), "unknown inner_schedule 'cosine'.*warmup_cosine"),
     (dict(cpu_devices=3), "cpu_devices=3 but this process has 8 CPU devices"),
 ])
 def test_bad_group_mixtures_fail_before_compiling(overrides, message):
