@@ -187,8 +187,12 @@ def settings_text(result: dict) -> str:
     if not s:
         return "unknown"
     t = s["tuning"]
+    # Results written before learned_schedule existed ran the tuned learned rates constant.
+    learned_schedule = {"same": f"{s['schedule']} schedule", "constant": "constant"}[
+        s.get("learned_schedule", "constant")]
     learned = (f"the learned optimizers on a {t['grid_points']}-point grid spanning "
-               f"{s['learned_grid_decades']} decades around their card's rate"
+               f"{s['learned_grid_decades']} decades around their card's rate "
+               f"({learned_schedule})"
                if s.get("learned_tuning", "auto") != "none"
                else "the learned optimizers not tuned (learned_tuning=none)")
     return (f"{s['num_steps']} steps; tuned: {', '.join(s['baselines'])} ({t['grid_points']}-"

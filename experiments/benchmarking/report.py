@@ -212,7 +212,9 @@ def render_markdown(results) -> str:
         f"Tuning: {tuning['sampler']} search, seeds {tuning['seeds']}, {tuning['grid_points']} "
         f"learning rates per tuned optimizer (AdamW x {tuning['weight_decay_points']} weight "
         f"decays); learned optimizers with a learning rate: grid relative to their default "
-        f"(mode {s['learned_tuning']!r}); tuned baselines use the {s['schedule']!r} schedule. "
+        f"(mode {s['learned_tuning']!r}, learned schedule "
+        f"{s.get('learned_schedule', 'constant')!r}: 'same' = the baselines'); tuned baselines "
+        f"use the {s['schedule']!r} schedule. "
         "The test split is read only by the final runs reported here.  ",
         f"Wall time: {wall['total']:.0f} s in all: {wall['compile']:.0f} s compiling, "
         f"{wall['tuning']:.0f} s of tuning trials.", "",

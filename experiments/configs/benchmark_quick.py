@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
         "pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp,pretrained:adafac_mlp_mixed_valid")
     config.learned_tuning = "auto"
     config.learned_grid_decades = 3.0  # x0.03 .. x30 of the default, as wide as Adam's
+    # The tuned learned entries' schedule: "same" (the tuned baselines' schedule above, the
+    # tuned rate as its peak: equal treatment) | "constant". At the default: constant.
+    config.learned_schedule = "same"
     config.lopt_init_seed = 0
     # Budget and evaluation.
     config.num_steps = 400
