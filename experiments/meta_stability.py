@@ -6,7 +6,8 @@ meta-training horizon of 2000) with a pretrained optimizer at its card's default
 (`config.schedule`: constant, or warmup_cosine: a linear warmup over `warmup_fraction` of the
 steps to the learning rate, then a cosine to 0 at the last step), on `config.num_seeds` seeds,
 and reports whether it ever diverged: a non-finite loss, or a smoothed training loss that climbs
-above `blowup_factor` x its running minimum (late-training blow-up).
+above `blowup_factor` x its running minimum (late-training blow-up; the minimum floored at
+`floor_fraction` of the initial loss, see `verdict`).
 
     python -m experiments.meta_stability --config experiments/configs/meta_stability.py \
         --workdir workdirs/norm_mlp_stability --config.pretrained=norm_mlp_mix \
@@ -39,14 +40,22 @@ def curve(task, tx, seed: int, num_steps: int) -> np.ndarray:
     return np.asarray(run(jax.random.key(seed)))
 
 
-def verdict(losses: np.ndarray, window: int, blowup_factor: float) -> dict:
-    """Smoothed curve, running minimum and the divergence verdict of one run."""
+def verdict(losses: np.ndarray, window: int, blowup_factor: float,
+            floor_fraction: float = 1e-3) -> dict:
+    """Smoothed curve, running minimum and the divergence verdict of one run.
+
+    Diverged: a non-finite loss, or a smoothed loss above `blowup_factor` x max(running min,
+    floor), floor = `floor_fraction` x the initial smoothed loss. The floor keeps the ratio
+    meaningful once a run has converged: a loss that reached exactly 0 (float32 cross-entropy
+    of saturated logits) would otherwise make any later positive loss an infinite blow-up.
+    """
     finite = bool(np.all(np.isfinite(losses)))
     n = len(losses) // window
     smooth = losses[: n * window].reshape(n, window).mean(axis=1)
     running_min = np.minimum.accumulate(np.where(np.isfinite(smooth), smooth, np.inf))
-    worst = float(np.max(smooth / np.maximum(running_min, 1e-12))) if finite else float("inf")
-    return {"finite": finite, "max_smoothed_over_running_min": worst,
+    floor = max(floor_fraction * float(smooth[0]), 1e-12)
+    worst = float(np.max(smooth / np.maximum(running_min, floor))) if finite else float("inf")
+    return {"finite": finite, "max_smoothed_over_running_min": worst, "floor": floor,
             "diverged": (not finite) or worst > blowup_factor,
             "initial": float(smooth[0]), "final": float(smooth[-1]),
             "min": float(running_min[-1]), "smoothed": [float(x) for x in smooth]}
@@ -72,15 +81,18 @@ def main(config, workdir):
                "blowup_factor": config.blowup_factor, "runs": {}}
     for name, tx in runs.items():
         results["runs"][name] = [verdict(curve(task, tx, seed, config.num_steps),
-                                         config.log_every, config.blowup_factor)
+                                         config.log_every, config.blowup_factor,
+                                         config.get("floor_fraction", 1e-3))
                                  for seed in range(config.num_seeds)]
     (workdir / "results.json").write_text(json.dumps(results, indent=1))
     lines = [f"# Stability over {config.num_steps} steps: {config.pretrained} on {config.task} "
              f"{config.task_kwargs.to_dict()}", "",
              f"learning rate {learning_rate:g}, {schedule_name} (both); "
              f"smoothed over {config.log_every} steps; "
-             f"diverged = non-finite or smoothed loss > {config.blowup_factor}x its running min",
-             "", "| optimizer | seed | initial | min | final | max/running-min | diverged |",
+             f"diverged = non-finite or smoothed loss > {config.blowup_factor}x max(its running "
+             f"min, {config.get('floor_fraction', 1e-3):g} x its initial loss)",
+             "", "| optimizer | seed | initial | min | final | max/max(running-min, floor) | "
+             "diverged |",
              "|---|---|---|---|---|---|---|"]
     for name, verdicts in results["runs"].items():
         for seed, v in enumerate(verdicts):

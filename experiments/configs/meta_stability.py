@@ -20,4 +20,5 @@ def get_config():
     c.num_seeds = 2
     c.log_every = 200                 # smoothing window of the reported curve
     c.blowup_factor = 3.0
+    c.floor_fraction = 1e-3           # running minimum floored at this x the initial loss
     return c

@@ -37,6 +37,13 @@ def test_stability_verdict_flags_a_blow_up_after_the_minimum_and_non_finite_loss
     result = meta_stability.verdict(rebound, window=10, blowup_factor=3.0)
     assert result["diverged"] and result["finite"]
     assert result["max_smoothed_over_running_min"] > 3.0
+    # Converged to exactly 0, then a spike far below the initial loss: not a blow-up (the
+    # minimum is floored at 1e-3 x the initial loss); a spike to 1% of it is.
+    converged = np.concatenate([falling, np.zeros(50)])
+    small_spike, large_spike = converged.copy(), converged.copy()
+    small_spike[220:230], large_spike[220:230] = 1e-4, 1e-1
+    assert not meta_stability.verdict(small_spike, window=10, blowup_factor=3.0)["diverged"]
+    assert meta_stability.verdict(large_spike, window=10, blowup_factor=3.0)["diverged"]
     broken = falling.copy()
     broken[150] = np.nan
     assert meta_stability.verdict(broken, window=10, blowup_factor=3.0)["diverged"]
