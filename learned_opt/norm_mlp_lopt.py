@@ -15,6 +15,11 @@ this library's feature library and per-parameter network:
   divided by its RMS over the tensor at every step (`normalize_output`).
 * **Magnitude = learning rate.** `update = -learning_rate * direction`, with `learning_rate` a
   float or an optax schedule (default `step_mult`); the shared parameter-scale policy is off.
+  A direction of fixed RMS never shrinks by itself (Adam's does, as gradients fall below their
+  history), so a constant rate leaves a floor of oscillation. Given the horizon, a float rate
+  (or the default) is therefore the peak of `default_schedule` over it: warmup + cosine to 0
+  (`policy.horizon_schedule`, the benchmark's schedule). No horizon, or a schedule passed as
+  `learning_rate`: the rate is used as given. `num_steps` never enters the network.
 * **Options of the one factory `optimizer(...)`**: `orthogonalize` replaces the direction of
   every matrix (see `learned_opt.orthogonal` for the rank >= 2 -> matrix rule: conv kernels
   `(kh, kw, c_in, c_out)` become `(kh * kw * c_in, c_out)`) by its Newton-Schulz
@@ -28,8 +33,11 @@ starts near zero, so the untrained optimizer is Adam's direction, RMS-normalised
 orthogonalised for matrices): a sensible optimizer before meta-training.
 
     lopt = lo.NormMLPLOpt()
-    tx = lopt.optimizer(lopt.init(jax.random.key(0)), learning_rate=optax.cosine_decay_schedule(
-        3e-3, 1000))
+    theta = lopt.init(jax.random.key(0))
+    tx = lopt.optimizer(theta, num_steps=1000)                   # 3e-3 peak, warmup + cosine
+    tx = lopt.optimizer(theta, num_steps=1000, learning_rate=1e-3)      # 1e-3 peak
+    tx = lopt.optimizer(theta, learning_rate=optax.cosine_decay_schedule(3e-3, 1000))
+    tx = lopt.optimizer(theta, learning_rate=1e-3)               # constant (no horizon given)
 """
 
 from __future__ import annotations
@@ -91,6 +99,9 @@ class NormMLPLOpt(LearnedOptimizer):
       adamw_for_vectors: vectors and scalars use AdamW (b1 0.9, b2 0.999) at the same
         learning rate and weight decay, not the learned rule.
       eps: added to sqrt(second moment).
+      default_schedule: the shape a float (or default) learning rate takes when `optimizer`
+        is given `num_steps`: "warmup_cosine" (5% linear warmup, cosine to 0 at `num_steps`)
+        or "constant" (see `learned_opt.policy.horizon_schedule`).
     """
 
     max_update: float = 1.0
@@ -103,9 +114,15 @@ class NormMLPLOpt(LearnedOptimizer):
     ns_steps: int = 5
     adamw_for_vectors: bool = False
     eps: float = 1e-12
+    default_schedule: str = "warmup_cosine"
 
     per_tensor_fields = ("v_row", "v_col")
     uses_param_scale = False
+
+    def __post_init__(self):
+        if self.default_schedule not in policy.HORIZON_SCHEDULES:
+            raise ValueError(f"unknown default_schedule {self.default_schedule!r}; valid "
+                             f"choices: {list(policy.HORIZON_SCHEDULES)}")
 
     @property
     def num_features(self) -> int:
@@ -167,6 +184,19 @@ class NormMLPLOpt(LearnedOptimizer):
                    aux: None, ctx: StepContext) -> jax.Array:
         return -self.step_mult * self.direction(theta, self.features(g, p, new_leaf), g.shape)
 
+    def horizon_learning_rate(self, learning_rate: policy.LearningRate | None,
+                              num_steps: int | None) -> policy.LearningRate | None:
+        """The learning rate `optimizer` runs: a float (or None: `step_mult`) becomes the peak
+        of `default_schedule` over `num_steps` when it is given; a schedule, or no horizon,
+        leaves `learning_rate` as it is (None stays the nominal step)."""
+        if callable(learning_rate) or num_steps is None or self.default_schedule == "constant":
+            return learning_rate
+        policy.learning_rate_fn(learning_rate)  # a bad float fails here, named as such
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps <= 0:
+            raise ValueError(f"num_steps must be a positive int or None, got {num_steps!r}")
+        peak = self.step_mult if learning_rate is None else learning_rate
+        return policy.horizon_schedule(self.default_schedule, peak, num_steps)
+
     def optimizer(self, theta: Theta, num_steps: int | None = None, *,
                   learning_rate: policy.LearningRate | None = None, weight_decay: float = 0.0,
                   adamw_mask: Callable[[Any], Any] | None = None
@@ -174,7 +204,10 @@ class NormMLPLOpt(LearnedOptimizer):
         """The optax transformation (see `LearnedOptimizer.optimizer` for the common args).
 
         Args:
-          learning_rate: float or optax schedule; default `step_mult`.
+          num_steps: the training horizon. With it, a float `learning_rate` (default
+            `step_mult`) is the peak of `default_schedule` over `num_steps`; it never enters
+            the network (no horizon features), and without it a float rate is constant.
+          learning_rate: float or optax schedule (used as given); default `step_mult`.
           adamw_mask: params -> tree of bools, True for tensors that use AdamW instead of the
             learned rule (default: `vectors_mask` when `adamw_for_vectors`, else none). The
             result is then an `optax.partition` of the two.
@@ -182,6 +215,7 @@ class NormMLPLOpt(LearnedOptimizer):
             tx = lopt.optimizer(theta, learning_rate=1e-3, adamw_mask=lambda params: {
                 **jax.tree.map(lambda _: False, params), "embed": True})
         """
+        learning_rate = self.horizon_learning_rate(learning_rate, num_steps)
         learned = super().optimizer(theta, num_steps, learning_rate=learning_rate,
                                     weight_decay=weight_decay)
         if adamw_mask is None and self.adamw_for_vectors:

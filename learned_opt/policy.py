@@ -81,6 +81,40 @@ def _check_learning_rate(value, what: str, allow_zero: bool = False) -> None:
         raise ValueError(f"{what} must be a finite {kind} number, got {concrete!r}")
 
 
+# Learning-rate shapes over a known horizon (`horizon_schedule`).
+HORIZON_SCHEDULES = ("constant", "warmup_cosine")
+
+
+def horizon_schedule(name: str, peak: Any, horizon: Any, warmup_fraction: float = 0.05
+                     ) -> Callable[[jax.Array], jax.Array]:
+    """A learning rate over a run of `horizon` updates, as a function of the 0-based update
+    index: `peak` constant, or (warmup_cosine) a linear warmup from 0 over `warmup_fraction`
+    of the horizon to `peak`, then a cosine to 0 at `horizon`, which is how the benchmark runs
+    a tuned optimizer over its whole budget. It is optax's `warmup_cosine_decay_schedule` (with
+    `round(warmup_fraction * horizon)`, at least 1, warmup steps), written so that `peak` and
+    `horizon` may be traced: each task of a meta-training population has its own horizon.
+
+        rate = horizon_schedule("warmup_cosine", 3e-3, 1000)   # rate(0) == 0, rate(50) == 3e-3
+
+    Raises:
+      ValueError: an unknown `name`.
+    """
+    if name not in HORIZON_SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; valid choices: {list(HORIZON_SCHEDULES)}")
+    if name == "constant":
+        return lambda count: peak
+    horizon = jnp.asarray(horizon, jnp.float32)
+    warmup = jnp.maximum(1.0, jnp.round(warmup_fraction * horizon))
+
+    def rate(count):
+        count = jnp.asarray(count, jnp.float32)
+        decay = jnp.clip((count - warmup) / jnp.maximum(horizon - warmup, 1.0), 0.0, 1.0)
+        cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * decay))
+        return peak * jnp.where(count < warmup, count / warmup, cosine)
+
+    return rate
+
+
 def safe_leaf_step(lopt: LearnedOptimizer, theta: dict[str, Any], g_raw: jax.Array,
                    p_raw: jax.Array, leaf: NamedTuple, ctx: StepContext,
                    weight_decay: float) -> tuple[jax.Array, NamedTuple]:

@@ -190,6 +190,8 @@ def settings_text(result: dict) -> str:
     # Results written before learned_schedule existed ran the tuned learned rates constant.
     learned_schedule = {"same": f"{s['schedule']} schedule", "constant": "constant"}[
         s.get("learned_schedule", "constant")]
+    self_tuning = ("on its own default schedule, constant unless it has one"
+                   if s.get("self_tuning_learned") == "own_default_schedule" else "constant")
     learned = (f"the learned optimizers on a {t['grid_points']}-point grid spanning "
                f"{s['learned_grid_decades']} decades around their card's rate "
                f"({learned_schedule})"
@@ -199,7 +201,8 @@ def settings_text(result: dict) -> str:
             f"point {t['sampler']} over the learning rate, {s['schedule']} schedule) and "
             f"{learned}; self-tuning: "
             f"Adam(1e-3){', ' + ', '.join(s['tuning_free']) if s['tuning_free'] else ''} and "
-            f"each learned optimizer at its card's rate; tuning seeds {t['seeds']}, final seeds "
+            f"each learned optimizer at its card's rate ({self_tuning}); tuning seeds "
+            f"{t['seeds']}, final seeds "
             f"{s['seeds']}; speedup and normalised score per benchmarking.metrics")
 
 

@@ -7,7 +7,10 @@ Tracks (`spec.TRACKS`):
     learning-rate trials as each baseline (AdamW also gets its weight-decay points), and by
     default (`learned_schedule="same"`) the same schedule, its tuned rate as the peak;
   * self_tuning (0 trials): Adam at 1e-3 (this track's reference), the tuning-free optax.contrib
-    optimizers at their defaults, and every learned optimizer at its default.
+    optimizers at their defaults, and every learned optimizer at its default: its default
+    learning rate, constant, or on the optimizer's own `default_schedule` over the run where it
+    has one (NormMLPLOpt: warmup + cosine), exactly what `lopt.optimizer(theta, num_steps=N,
+    learning_rate=default)` does.
 
     entries = build_plan(spec, learned)     # ValueError before anything is compiled
 """
@@ -25,6 +28,9 @@ from experiments.benchmarking import baselines
 from experiments.benchmarking.tuning import Tunable
 
 TUNED_LR_SUFFIX = " (tuned lr)"
+# Recorded in results.json settings: the self-tuning track runs each learned optimizer's default
+# rate on its own default schedule (results without the key ran every default rate constant).
+SELF_TUNING_LEARNED = "own_default_schedule"
 
 
 class Entry(NamedTuple):
@@ -141,11 +147,16 @@ def build_plan(spec, learned: list) -> list[Entry]:
         compile_key=("adam_family", schedule)))
     entries += [_tuning_free(name) for name in spec.tuning_free]
     for s in learned:
-        if s.tunable:  # constant, through the tuned entry's function: one compiled run for both
+        if s.tunable and s.default_schedule == "constant":
+            # Constant, through the tuned entry's function: one compiled run for both.
             make_tx, tx_args = (_scheduled_learned(s.make_tx, learned_schedule),
                                 s.tx_args | _f32({"constant_schedule": 1.0}))
             compile_key = (s.compile_key, learned_schedule)
             default = f"at its default learning rate {s.default_learning_rate:g}, constant"
+        elif s.tunable:  # its own default: the float rate on its schedule over the horizon
+            make_tx, tx_args, compile_key = s.make_tx, s.tx_args, s.compile_key
+            default = (f"at its default learning rate {s.default_learning_rate:g} on its own "
+                       f"default schedule ({s.default_schedule} over the run)")
         else:
             make_tx, tx_args, compile_key = s.make_tx, s.tx_args, s.compile_key
             default = "at its default (it takes no learning rate)"

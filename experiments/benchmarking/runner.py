@@ -266,7 +266,9 @@ def run_benchmark(spec, workdir, tracker) -> dict:
         "protocols": list(spec.protocols),
         "references": dict(REFERENCE),
         "tracks": {e.label: e.track for e in entries},
-        "settings": spec.as_dict() | {"tuning_reused_from": reused_from},
+        # How the self-tuning track ran each learned optimizer (`plan.build_plan`).
+        "settings": spec.as_dict() | {"tuning_reused_from": reused_from,
+                                      "self_tuning_learned": benchmark_plan.SELF_TUNING_LEARNED},
         "wall_time_s": {"total": total_s, "compile": compile_s, "tuning": tuning_s,
                         "offline_evaluation": evaluation_s,
                         "final_runs_and_rest": total_s - tuning_s - compile_s - evaluation_s},

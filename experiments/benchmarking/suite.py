@@ -57,6 +57,9 @@ class LearnedSpec(NamedTuple):
     description: what it is, honestly ("untrained default", the pretrained card's name, ...);
     default_learning_rate: the default its relative tuning grid centres on; None when it takes
     no learning rate (it then cannot be tuned).
+    default_schedule: the shape its `optimizer` gives a float learning rate over the
+    benchmark's horizon (`default_schedule` of architectures that have one, e.g. NormMLPLOpt's
+    warmup + cosine; else "constant"): what the self-tuning track runs.
     """
 
     label: str
@@ -68,6 +71,7 @@ class LearnedSpec(NamedTuple):
     config: Mapping[str, Any]
     default_learning_rate: float | None = None
     compile_key: Any = None  # equal for equal architectures: one compiled run serves both
+    default_schedule: str = "constant"
 
     @property
     def tunable(self) -> bool:
@@ -190,7 +194,7 @@ def _learned_spec(label, kind, lopt, theta, num_steps, meta_families, descriptio
     key = ("learned", json.dumps(lopt.config(), sort_keys=True), num_steps,
            default_lr is not None)
     return LearnedSpec(label, kind, make_tx, tx_args, tuple(meta_families), description,
-                       config, default_lr, key)
+                       config, default_lr, key, getattr(lopt, "default_schedule", "constant"))
 
 
 def resolve_learned(spec: str, num_steps: int, init_seed: int = 0) -> LearnedSpec:

@@ -47,7 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.learned_tuning = "auto"
     config.learned_grid_decades = 3.0  # x0.03 .. x30 of the default, as wide as Adam's
     # The tuned learned entries' schedule: "same" (the tuned baselines' schedule above, the
-    # tuned rate as its peak: equal treatment) | "constant". At the default: constant.
+    # tuned rate as its peak: equal treatment) | "constant". At the default (self-tuning): the
+    # default rate, constant, or on the optimizer's own default schedule if it has one
+    # (NormMLPLOpt: warmup + cosine over num_steps).
     config.learned_schedule = "same"
     config.lopt_init_seed = 0
     # Budget and evaluation.

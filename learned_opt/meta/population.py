@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from learned_opt import policy
 from learned_opt.meta import truncation
 from learned_opt.meta.objectives import MetaObjective
 from parallel import remat
@@ -78,30 +79,7 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-INNER_SCHEDULES = ("constant", "warmup_cosine")
-
-
-def horizon_schedule(name: str, peak: jax.Array, horizon: jax.Array,
-                     warmup_fraction: float = 0.05):
-    """The inner learning rate of one trajectory, a function of the 0-based update index:
-    `peak` constant, or (warmup_cosine) a linear warmup from 0 over `warmup_fraction` of the
-    trajectory's `horizon` to `peak`, then a cosine to 0 at `horizon`: how the benchmark runs a
-    tuned optimizer over its whole budget (optax's warmup_cosine_decay_schedule, with a
-    horizon that may be traced: each task of a population has its own)."""
-    if name not in INNER_SCHEDULES:
-        raise ValueError(f"unknown inner schedule {name!r}; valid choices: {list(INNER_SCHEDULES)}")
-    if name == "constant":
-        return lambda count: peak
-    horizon = jnp.asarray(horizon, jnp.float32)
-    warmup = jnp.maximum(1.0, jnp.round(warmup_fraction * horizon))
-
-    def rate(count):
-        count = jnp.asarray(count, jnp.float32)
-        decay = jnp.clip((count - warmup) / jnp.maximum(horizon - warmup, 1.0), 0.0, 1.0)
-        cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * decay))
-        return peak * jnp.where(count < warmup, count / warmup, cosine)
-
-    return rate
+INNER_SCHEDULES = policy.HORIZON_SCHEDULES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +100,7 @@ class TruncatedUnroller:
         grows only with the carried state), and turning it off saved no measurable
         time (the recompute is small next to the backward pass). Set False only for short
         unrolls of small tasks where memory does not matter.
-      inner_schedule: the inner learning rate over each trajectory (`horizon_schedule`):
+      inner_schedule: the inner learning rate over each trajectory (`policy.horizon_schedule`):
         "constant" (the optimizer's nominal step size throughout; no `learning_rate` is
         passed) or "warmup_cosine" over the trajectory's horizon, peaking at the nominal step
         size, so the rule is meta-trained the way it is run with a schedule.
@@ -155,7 +133,7 @@ class TruncatedUnroller:
         `inner_schedule`; the state it initialises does not depend on it)."""
         if self.inner_schedule == "constant" or horizon is None:
             return self.lopt.optimizer(theta, num_steps=self.lopt_num_steps)
-        rate = horizon_schedule(self.inner_schedule, self.lopt.nominal_step_size(theta), horizon)
+        rate = policy.horizon_schedule(self.inner_schedule, self.lopt.nominal_step_size(theta), horizon)
         return self.lopt.optimizer(theta, num_steps=self.lopt_num_steps, learning_rate=rate)
 
     # ---- trajectories -------------------------------------------------------------------

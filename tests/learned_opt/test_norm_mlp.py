@@ -65,10 +65,43 @@ def test_update_rms_is_the_learning_rate_and_no_horizon_is_needed():
     updates = run(lopt, theta, learning_rate=0.02, steps=2)
     for u in jax.tree.leaves(updates):
         np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(jnp.square(u)))), 0.02, rtol=1e-4)
-    # num_steps is accepted and ignored: no horizon features.
-    for a, b in zip(jax.tree.leaves(run(lopt, theta, num_steps=123, steps=2)),
-                    jax.tree.leaves(run(lopt, theta, steps=2)), strict=True):
-        np.testing.assert_array_equal(a, b)
+    # num_steps never enters the network (no horizon features): given a schedule, or with the
+    # constant default schedule, it changes nothing.
+    schedule = optax.linear_schedule(0.02, 0.01, 10)
+    for kwargs in ({"learning_rate": schedule}, {}):
+        constant = lo.NormMLPLOpt(orthogonalize=False, default_schedule="constant")
+        for a, b in zip(jax.tree.leaves(run(constant, theta, num_steps=123, steps=2, **kwargs)),
+                        jax.tree.leaves(run(lopt, theta, steps=2, **kwargs)), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("learning_rate", [None, 0.02])
+def test_given_the_horizon_a_float_rate_is_the_peak_of_a_warmup_cosine(learning_rate):
+    lopt, num_steps = lo.NormMLPLOpt(orthogonalize=False), 40
+    theta = perturbed_theta(lopt)
+    peak = lopt.step_mult if learning_rate is None else learning_rate
+    kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
+    got = run(lopt, theta, num_steps=num_steps, steps=6, **kwargs)
+    expected = optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps=2,
+                                                  decay_steps=num_steps)
+    want = run(lopt, theta, learning_rate=expected, steps=6)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+    for k, step_updates in enumerate(got):  # the RMS of every update follows the schedule
+        for u in jax.tree.leaves(step_updates):
+            np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(jnp.square(u)))),
+                                       float(expected(k)), rtol=1e-4, atol=1e-12)
+
+
+def test_default_schedule_and_horizon_are_checked():
+    with pytest.raises(ValueError, match="default_schedule"):
+        lo.NormMLPLOpt(default_schedule="cosine")
+    lopt = lo.NormMLPLOpt()
+    theta = lopt.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="learning_rate"):
+        lopt.optimizer(theta, num_steps=100, learning_rate=-1e-3)
+    with pytest.raises(ValueError, match="num_steps"):
+        lopt.optimizer(theta, num_steps=0)
 
 
 def test_orthogonalize_gives_singular_values_near_one():

@@ -180,3 +180,36 @@ def test_reuse_tuning_copies_the_study_database_and_never_writes_the_source(tmp_
     with pytest.raises(ValueError, match="no Optuna database"):
         runner.reuse_tuning(str(tmp_path / "missing"), tmp_path / "other")
 
+
+
+def test_self_tuning_runs_a_learned_optimizer_on_its_own_default_schedule():
+    """NormMLPLOpt's default (a float rate is the peak of a warmup-cosine over the horizon) is
+    what the self-tuning track runs: the same updates as `lopt.optimizer(theta, num_steps=N)`."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import learned_opt as lo
+
+    num_steps = 40
+    spec = BenchmarkSpec.from_config(quick(learned="x", num_steps=num_steps, eval_every=20))
+    learned = benchmark_suite.resolve_learned("default:norm_mlp", num_steps=num_steps)
+    assert learned.default_schedule == "warmup_cosine"
+    entry = next(e for e in build_plan(spec, [learned]) if e.label == learned.label)
+    assert entry.track == "self_tuning" and "warmup_cosine" in entry.description
+    lopt = lo.get_lopt("norm_mlp")
+    theta = lopt.init(jax.random.key(0))
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones((4,))}
+    grads = jax.tree.map(lambda p: jnp.linspace(-1.0, 2.0, p.size).reshape(p.shape), params)
+
+    def rms_of_updates(tx):
+        state, out = tx.init(params), []
+        for _ in range(4):
+            update, state = tx.update(grads, state, params)
+            out.append(float(jnp.sqrt(jnp.mean(jnp.square(update["w"])))))
+        return out
+
+    got = rms_of_updates(entry.make_tx(entry.tx_args))
+    assert got == pytest.approx(rms_of_updates(lopt.optimizer(theta, num_steps=num_steps)))
+    # warmup over round(0.05 * 40) = 2 updates from 0 to the default rate
+    np.testing.assert_allclose(got[:3], [0.0, 0.5 * lopt.step_mult, lopt.step_mult], rtol=1e-4,
+                               atol=1e-12)

@@ -10,7 +10,7 @@ from toy import QuadraticFamily
 
 import learned_opt as lo
 from learned_opt import meta
-from learned_opt.meta.population import horizon_schedule
+from learned_opt.policy import horizon_schedule
 
 
 def test_horizon_schedule_is_optaxs_warmup_cosine_with_a_traced_horizon():
