@@ -78,7 +78,13 @@ def _step(lopt: lo.LearnedOptimizer, weight_decay: float):
     """One compiled update per (architecture, weight decay), theta an argument: the default and
     the pretrained theta of an architecture share it."""
     return jax.jit(lambda theta, g, s, p, v: lopt.optimizer(
-        theta, num_steps=NUM_STEPS, weight_decay=weight_decay).update(g, s, p, value=v))
+        theta, num_steps=_horizon(lopt), weight_decay=weight_decay).update(g, s, p, value=v))
+
+
+def _horizon(lopt: lo.LearnedOptimizer) -> int | None:
+    """NUM_STEPS, except for optimizers whose default rate follows a schedule over the horizon
+    (NormMLPLOpt's warmup-cosine): their per-step rule is recorded at a constant rate."""
+    return None if getattr(lopt, "default_schedule", "constant") != "constant" else NUM_STEPS
 
 
 def record(name: str) -> dict:
@@ -86,7 +92,7 @@ def record(name: str) -> dict:
     lopt, theta, weight_decay = _lopt_theta_wd(name)
     step = _step(lopt, weight_decay)
     params = golden_params()
-    state = lopt.optimizer(theta, num_steps=NUM_STEPS).init(params)
+    state = lopt.optimizer(theta, num_steps=_horizon(lopt)).init(params)
     updates_summary = []
     for _ in range(NUM_UPDATES):
         loss, grads = jax.value_and_grad(golden_loss)(params)
