@@ -133,7 +133,8 @@ class TruncatedUnroller:
         `inner_schedule`; the state it initialises does not depend on it)."""
         if self.inner_schedule == "constant" or horizon is None:
             return self.lopt.optimizer(theta, num_steps=self.lopt_num_steps)
-        rate = policy.horizon_schedule(self.inner_schedule, self.lopt.nominal_step_size(theta), horizon)
+        rate = policy.horizon_schedule(self.inner_schedule, self.lopt.nominal_step_size(theta),
+                                       horizon)
         return self.lopt.optimizer(theta, num_steps=self.lopt_num_steps, learning_rate=rate)
 
     # ---- trajectories -------------------------------------------------------------------
