@@ -10,7 +10,8 @@ this library's feature library and per-parameter network:
   divided by its RMS over the tensor, so scaling all gradients by c > 0 leaves every input, and
   so the update, unchanged (Adam's bias corrections are per-tensor constants that cancel too).
   Per tensor only shape features enter (through the first layer's bias).
-* **No horizon, step-count or loss inputs.** `num_steps` and `value` are accepted and ignored.
+* **No horizon, step-count or loss inputs.** `value` is accepted and ignored; `num_steps` never
+  enters the network (it only shapes a float learning rate over the run: see below).
 * **Normalised output direction.** The network's direction `(d + x . w_skip) * exp(s)` is
   divided by its RMS over the tensor at every step (`normalize_output`).
 * **Magnitude = learning rate.** `update = -learning_rate * direction`, with `learning_rate` a
