@@ -20,7 +20,8 @@ therefore defines its flags only when it runs as a script, through `run`:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import ast
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,30 @@ def names(value: str | Iterable[str] | None) -> tuple[str, ...]:
         return ()
     items = [value] if isinstance(value, str) else list(value)
     return tuple(name.strip() for item in items for name in str(item).split(",") if name.strip())
+
+
+def keyword_args(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments from a flag: "hidden_size=4,orthogonalize=False" (values read as
+    Python literals, else kept as strings), or a mapping / ConfigDict from a config file.
+
+        keyword_args("hidden_size=4, orthogonalize=False") == {"hidden_size": 4,
+                                                                "orthogonalize": False}
+
+    Raises:
+      ValueError: an item without "=".
+    """
+    if not value:
+        return {}
+    if not isinstance(value, str):
+        return dict(value.to_dict() if hasattr(value, "to_dict") else value)
+    out = {}
+    for item in names(value):
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected KEY=VALUE items separated by commas, got {item!r} in "
+                             f"{value!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = text.strip()
+    return out

@@ -78,12 +78,13 @@ def read_reference(path: str | os.PathLike) -> dict:
 
 
 def attach_reference(rows: list[dict], reference: dict | None) -> None:
-    """Add the reference's faster-mode rate and our ratio to it to every regression row."""
+    """Add the reference's faster-mode rate and our ratio to it to every regression row of an
+    architecture at its defaults (rows measured with `lopt_kwargs` get none)."""
     if reference is None:
         return
     for row in rows:
         rate = reference["rates"].get((row["lopt"], row["estimator"]))
-        if row["setup"] == "regression" and rate:
+        if row["setup"] == "regression" and rate and not row.get("lopt_kwargs"):
             row["reference_inner_task_steps_per_s"] = rate
             row["reference_mode"] = reference["modes"][(row["lopt"], row["estimator"])]
             row["ratio_to_reference"] = row["inner_task_steps_per_s"] / rate
@@ -100,12 +101,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for name in config.lopts:
         if name not in lo.list_lopts():
             raise ValueError(f"unknown lopt {name!r}; valid: {lo.list_lopts()}")
+        try:
+            build_lopt(config, name)
+        except (TypeError, ValueError) as e:  # not a hyperparameter of it, or a bad value
+            raise ValueError(f"config.lopt_kwargs={config.lopt_kwargs!r}: {e}") from None
     for name in config.estimators:
         if name not in meta.estimators.ESTIMATORS:
             raise ValueError(f"unknown estimator {name!r}; valid: "
                              f"{sorted(meta.estimators.ESTIMATORS)}")
     if config.reference:
         read_reference(config.reference)  # a missing or empty file fails before compiling
+
+
+def lopt_kwargs(config) -> dict:
+    """`config.lopt_kwargs` (architecture hyperparameters for every lopt measured, e.g.
+    "hidden_size=4,orthogonalize=False": `cli.keyword_args`) as a dict."""
+    return cli.keyword_args(config.get("lopt_kwargs"))
+
+
+def build_lopt(config, name: str):
+    """The architecture `name` with `config.lopt_kwargs`."""
+    return lo.get_lopt(name, **lopt_kwargs(config))
 
 
 def setup_group(setup: str):
@@ -242,7 +258,7 @@ def measure_setup(config, setup: str) -> list[dict]:
     mesh = meta.population_mesh(jax.devices()[:config.num_devices])
     cases = []
     for lopt_name in config.lopts:
-        lopt = lo.get_lopt(lopt_name)
+        lopt = build_lopt(config, lopt_name)
         for estimator_name in config.estimators:
             estimator = meta.get_estimator(estimator_name)
             unroller = meta.TruncatedUnroller(
@@ -279,6 +295,7 @@ def measure_setup(config, setup: str) -> list[dict]:
                "estimator": estimator_name, "num_tasks": config.num_tasks,
                "unroll_length": config.unroll_length, "median_outer_step_ms": 1e3 * median,
                "inner_task_steps_per_s": config.num_tasks * config.unroll_length / median,
+               "lopt_kwargs": lopt_kwargs(config),
                "compile_s": compile_s[(lopt_name, estimator_name, "step")],
                "timed_steps": config.steps, "num_skipped": int(state.num_skipped),
                "remat": bool(config.remat)}
@@ -300,6 +317,7 @@ def format_report(config, rows: list[dict], env: dict) -> str:
         "",
         f"{config.num_tasks} tasks x unroll {config.unroll_length}, horizons log-uniform "
         f"[{config.min_horizon}, {config.max_horizon}], {config.num_devices} device(s), "
+        f"lopt hyperparameters {lopt_kwargs(config) or 'default'}, "
         f"TBPTT remat {'on' if config.remat else 'off'}: "
         f"{env['device']}; load average at start {env['load_start']}, at end {env['load_end']}. "
         f"Median of {config.steps} interleaved outer steps, compile excluded.",

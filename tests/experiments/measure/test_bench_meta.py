@@ -28,6 +28,22 @@ def test_bench_meta_tiny_writes_results_and_report(tmp_path):
     assert "| regression | learned_adam | tbptt |" in report
 
 
+def test_bench_meta_lopt_kwargs_build_every_lopt_and_bad_ones_fail_before_compiling():
+    config = bench_meta_config.get_config()
+    config.lopts = ("norm_mlp",)
+    config.lopt_kwargs = "hidden_size=4, orthogonalize=False"  # as the flag gives it
+    meta.validate(config)
+    lopt = meta.build_lopt(config, "norm_mlp")
+    assert lopt.hidden_size == 4 and not lopt.orthogonalize
+    assert meta.lopt_kwargs(config) == {"hidden_size": 4, "orthogonalize": False}
+    config.lopt_kwargs = "hidden_size=4,no_such_field=1.0"
+    with pytest.raises(ValueError, match="bad hyperparameters for 'norm_mlp'"):
+        meta.validate(config)
+    config.lopt_kwargs = "hidden_size"
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        meta.validate(config)
+
+
 def test_bench_meta_rejects_unknown_names():
     config = bench_meta_config.get_config()
     config.setups = ("cifar",)
@@ -50,6 +66,10 @@ def test_cli_names_accepts_every_form_the_flag_parser_gives():
     assert cli.names("a, b,c") == cli.names(("a,b", "c")) == cli.names(["a", "b", "c"])
     assert cli.names("a, b,c") == ("a", "b", "c")
     assert cli.names(None) == cli.names("") == cli.names(()) == ()
+    assert cli.keyword_args("a=4, b=False,c=x, d=1e-3") == {"a": 4, "b": False, "c": "x",
+                                                            "d": 1e-3}
+    assert cli.keyword_args("") == cli.keyword_args(None) == {}
+    assert cli.keyword_args({"a": 1}) == {"a": 1}
 
 
 def test_reference_results_give_ratios_to_the_faster_mode(tmp_path):
@@ -68,9 +88,12 @@ def test_reference_results_give_ratios_to_the_faster_mode(tmp_path):
              "inner_task_steps_per_s": 10000.0},
             {"setup": "digits", "lopt": "mlp", "estimator": "pes",
              "inner_task_steps_per_s": 10000.0}]
+    ours.append({"setup": "regression", "lopt": "mlp", "estimator": "pes",
+                 "lopt_kwargs": {"hidden_size": 4}, "inner_task_steps_per_s": 10000.0})
     meta_lib.attach_reference(ours, reference)
     assert ours[0]["ratio_to_reference"] == 2.0 and ours[0]["reference_mode"] == "jit"
     assert "ratio_to_reference" not in ours[1]  # the reference ran the standard setup only
+    assert "ratio_to_reference" not in ours[2]  # a variant is not the reference's architecture
     path.write_text(json.dumps({"meta": {"rows": []}}))
     with pytest.raises(ValueError, match="no meta-training rows"):
         meta_lib.read_reference(path)
