@@ -4,7 +4,7 @@ baselines, the shipped learned optimizers.
 Budgeted to about 3 minutes, tuning included, on an idle 2-core CPU machine: 3 small tasks (a
 held-out digits MLP, a held-out mnist1d MLP, out-of-distribution logistic regression) x (5
 baselines tuned over 7-point learning-rate grids, AdamW 7 x 2 with weight decay, 3 tuning
-seeds; Adam(1e-3) and 4 tuning-free optax.contrib optimizers; 3 learned optimizers at their
+seeds; Adam(1e-3) and 4 tuning-free optax.contrib optimizers; 4 learned optimizers at their
 default and tuned over 7-point grids relative to it) + final runs on 3 fresh seeds, 400 steps
 each. Compilation dominates on CPU: one compiled run per
 (task, optimizer) serves both tuning and the final runs, which is why the tuning seeds are as
@@ -43,7 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
     # a learning rate, tuned on a grid relative to its default (learned_tuning: auto | relative
     # | none; the grid spans default x 10^(+-learned_grid_decades / 2), grid_points rates).
     config.learned = (
-        "pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp,pretrained:adafac_mlp_mixed_valid")
+        "pretrained:norm_mlp_mix,pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp,"
+        "pretrained:adafac_mlp_mixed_valid")
     config.learned_tuning = "auto"
     config.learned_grid_decades = 3.0  # x0.03 .. x30 of the default, as wide as Adam's
     # The tuned learned entries' schedule: "same" (the tuned baselines' schedule above, the

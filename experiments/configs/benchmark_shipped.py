@@ -25,7 +25,8 @@ def get_config():
     config.ood_names = ""  # the whole suite
     config.tuning_free = "schedule_free_adamw,prodigy,dog,dowg,dadapt_adamw"
     config.learned = (
-        "pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp,pretrained:adafac_mlp_mixed_valid")
+        "pretrained:norm_mlp_mix,pretrained:mlp_digits_mlp,pretrained:adafac_mlp_mnist1d_mlp,"
+        "pretrained:adafac_mlp_mixed_valid")
     config.num_steps = 1000
     config.eval_every = 100
     config.evaluation_resamples = 1000
