@@ -185,8 +185,7 @@ class LearnedOptimizer(abc.ABC):
         if num_steps is None and self.needs_num_steps:
             raise ValueError(f"{self.name} needs num_steps (the training horizon) for its progress "
                              f"features: call optimizer(theta, num_steps=N)")
-        if num_steps is not None and (not isinstance(num_steps, int) or num_steps <= 0):
-            raise ValueError(f"num_steps must be a positive int or None, got {num_steps!r}")
+        checks.check_num_steps(num_steps)
 
         def init_fn(params: PyTree) -> LOptState:
             leaves, treedef = jax.tree.flatten(params)

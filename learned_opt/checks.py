@@ -39,6 +39,12 @@ def check_theta(lopt: LearnedOptimizer, theta: Any) -> None:
                 f"({describe_theta(theta)}).")
 
 
+def check_num_steps(num_steps: Any) -> None:
+    """Raise a ValueError unless `num_steps` (a training horizon) is a positive int or None."""
+    if num_steps is not None and (not isinstance(num_steps, int) or num_steps <= 0):
+        raise ValueError(f"num_steps must be a positive int or None, got {num_steps!r}")
+
+
 def check_structures(name: str, treedef, params: PyTree, per_leaf: NamedTuple) -> list:
     """Params leaves, after checking grads (`treedef`), params and the optimizer state's
     per-tensor fields (`per_leaf`, each a tree like the params) describe the same tree."""

@@ -51,8 +51,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from learned_opt import checks, nets, orthogonal, policy
 from learned_opt import features as F
-from learned_opt import nets, orthogonal, policy
 from learned_opt.base import LearnedOptimizer, StepContext, Theta
 from learned_opt.registry import register
 
@@ -193,8 +193,7 @@ class NormMLPLOpt(LearnedOptimizer):
         if callable(learning_rate) or num_steps is None or self.default_schedule == "constant":
             return learning_rate
         policy.learning_rate_fn(learning_rate)  # a bad float fails here, named as such
-        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps <= 0:
-            raise ValueError(f"num_steps must be a positive int or None, got {num_steps!r}")
+        checks.check_num_steps(num_steps)
         peak = self.step_mult if learning_rate is None else learning_rate
         return policy.horizon_schedule(self.default_schedule, peak, num_steps)
 

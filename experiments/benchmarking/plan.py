@@ -153,13 +153,11 @@ def build_plan(spec, learned: list) -> list[Entry]:
                                 s.tx_args | _f32({"constant_schedule": 1.0}))
             compile_key = (s.compile_key, learned_schedule)
             default = f"at its default learning rate {s.default_learning_rate:g}, constant"
-        elif s.tunable:  # its own default: the float rate on its schedule over the horizon
+        else:  # exactly its own default: lopt.optimizer(theta, num_steps=N[, learning_rate])
             make_tx, tx_args, compile_key = s.make_tx, s.tx_args, s.compile_key
             default = (f"at its default learning rate {s.default_learning_rate:g} on its own "
-                       f"default schedule ({s.default_schedule} over the run)")
-        else:
-            make_tx, tx_args, compile_key = s.make_tx, s.tx_args, s.compile_key
-            default = "at its default (it takes no learning rate)"
+                       f"default schedule ({s.default_schedule} over the run)" if s.tunable
+                       else "at its default (it takes no learning rate)")
         entries.append(Entry(s.label, "learned", "self_tuning", make_tx, tx_args, None,
                              f"{s.description}; {default}, 0 trials", dict(s.config),
                              learned_label=s.label, compile_key=compile_key))
