@@ -20,7 +20,8 @@ entries on the trailing axis: stack the inputs to X (F, N) and the output cotang
     dw_in = X dpre^T,  dbias = sum_n dpre,  dw_out = relu(pre) C^T,  db_out = sum_n C,
     dX = w_in dpre.
 
-That is 5 contractions and a few loop fusions per tensor. The VJP that JAX derives (of the
+That is 5 contractions and a few loop fusions per tensor; under differentiation the forward
+pass is two contractions as well (`_mlp_fwd`: its outputs then have many consumers). The VJP that JAX derives (of the
 unrolled graph: O(F * H) full-size reductions, minutes to compile; or of a broadcast form
 with H on the trailing axis) reduces over that short trailing axis instead, which XLA's CPU
 backend runs ~10x slower (measured: TBPTT through MLPLOpt on the regression-MLP setup of
@@ -73,10 +74,27 @@ def _mlp_unrolled(w_in, bias, w_out, b_out, xs):
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def _mlp_contracted(w_in, bias, w_out, b_out, xs):
+    """Forward pass as two contractions over the stacked (F, N) inputs (see `_mlp_fwd`)."""
+    shape = jnp.shape(xs[0])
+    x_FN = jnp.stack([jnp.reshape(x, (-1,)) for x in xs])
+    pre_HN = jnp.dot(w_in.T, x_FN, precision=_HIGHEST) + bias[:, None]
+    out_ON = jnp.dot(w_out.T, jnp.maximum(pre_HN, 0.0), precision=_HIGHEST) + b_out[:, None]
+    return tuple(jnp.reshape(out_ON[o], shape) for o in range(out_ON.shape[0]))
+
+
 def _mlp_fwd(w_in, bias, w_out, b_out, xs):
+    # Under differentiation the forward pass is the contracted one: its outputs are written
+    # once by a dot, so each of their consumers in the forward and backward passes reads
+    # them. The unrolled fusion is instead duplicated by XLA's CPU backend into every
+    # consumer, and a meta-gradient has many (measured: the TBPTT learned-optimizer part of
+    # the regression-MLP setup of experiments/bench_meta.py, NormMLPLOpt 127 -> 103 ms,
+    # AdafacMLPLOpt 83 -> 75 ms, MLPLOpt unchanged). Without differentiation (PES, ES,
+    # evaluation) the unrolled pass is faster (NormMLPLOpt 24 vs 28 ms, MLPLOpt 12 vs
+    # 22 ms) and is what runs. Both compute the same network (equal up to float rounding).
     # Residuals are the inputs only: the backward pass recomputes the hidden layer, which
     # is cheaper than storing an (N, H) array per step of a rematerialized unroll.
-    return _mlp_unrolled(w_in, bias, w_out, b_out, xs), (w_in, bias, w_out, xs)
+    return _mlp_contracted(w_in, bias, w_out, b_out, xs), (w_in, bias, w_out, xs)
 
 
 def _mlp_bwd(residuals, cotangents):
@@ -94,7 +112,8 @@ def _mlp_bwd(residuals, cotangents):
     return d_w_in, jnp.sum(dpre_HN, axis=1), d_w_out, jnp.sum(ct_ON, axis=1), d_xs
 
 
-# Forward unrolled (fast, no N x H array), backward in closed form (see the module docstring).
+# Forward unrolled (fast, no N x H array) unless differentiated, backward in closed form
+# (see the module docstring and `_mlp_fwd`).
 _mlp = jax.custom_vjp(_mlp_unrolled)
 _mlp.defvjp(_mlp_fwd, _mlp_bwd)
 

@@ -101,3 +101,13 @@ def test_mlp_vjp_under_vmap_and_jit():
     want = loss(reference_mlp)(theta, xs_TN)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_differentiated_forward_equals_plain_forward():
+    """Under differentiation the forward pass is the contracted one (`nets._mlp_fwd`); it
+    computes what the unrolled pass does without differentiation."""
+    theta, xs, z, cotangents = random_case(1, (3, 5), 6, 8, 2)  # shapes compiled above
+    got_out, _ = vjp_of(nets.mlp_apply, theta, xs, z, cotangents)
+    plain = jax.jit(nets.mlp_apply)(theta, xs, z)
+    for a, b in zip(got_out, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
