@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from learned_opt.tasks import check_subset
 from models import datasets
 from models.nets import CNN, MLP, Functional
-from models.synthetic import QuadraticTask
+from models.synthetic import QuadraticTask, quadratic_rotation
 from models.tasks import SupervisedTask, label_noise_draws, subset_order
 
 
@@ -121,6 +121,8 @@ class QuadraticFamily(_FamilyBase):
             "noise_std": _uniform(k_noise, ranges["noise_std"]),
             "init_scale": _log_uniform(k_scale, ranges["init_scale"]),
             "data_key": k_data,
+            # Drawn once per task here, not in make_task (called at every meta-training step).
+            "rotation": quadratic_rotation(k_data, group.dim),
         }
 
     def make_task(self, group: QuadraticGroup, task_params: dict) -> QuadraticTask:
@@ -132,6 +134,7 @@ class QuadraticFamily(_FamilyBase):
             init_scale=task_params["init_scale"],
             batch_size=group.batch_size,
             data_key=task_params["data_key"],
+            rotation=task_params.get("rotation"),
             name=f"quadratic_d{group.dim}_b{group.batch_size}",
         )
 

@@ -18,6 +18,14 @@ import jax.numpy as jnp
 from learned_opt.tasks import check_split
 
 
+def quadratic_rotation(data_key: jax.Array, dim: int) -> jax.Array:
+    """The random rotation Q of `QuadraticTask(dim, data_key=data_key)`: the Q of the QR
+    factorisation of a standard normal (dim, dim) matrix drawn from the first half of
+    `jax.random.split(data_key)`."""
+    rotation_key, _ = jax.random.split(data_key)
+    return jnp.linalg.qr(jax.random.normal(rotation_key, (dim, dim)))[0]
+
+
 class QuadraticTask:
     """f(x) = mean_b 0.5 * sum_i lambda_i * (Q (x - x_star - noise_b))_i^2.
 
@@ -35,6 +43,9 @@ class QuadraticTask:
       batch_size: noise samples averaged per loss evaluation (static).
       data_key: typed key fixing Q and x_star.
       rotate: use a random rotation Q (True) or the identity.
+      rotation: Q itself, precomputed as `quadratic_rotation(data_key, dim)` (a QR), so that
+        a task rebuilt from the same parameters at every meta-training step does not redo
+        it; None: computed here from `data_key` (the same matrix).
     """
 
     def __init__(
@@ -47,6 +58,7 @@ class QuadraticTask:
         batch_size: int = 8,
         data_key: jax.Array | None = None,
         rotate: bool = True,
+        rotation: jax.Array | None = None,
         name: str = "quadratic",
     ):
         if dim < 1 or batch_size < 1:
@@ -57,12 +69,17 @@ class QuadraticTask:
         self.noise_std = noise_std
         self.init_scale = init_scale
         data_key = jax.random.key(0) if data_key is None else data_key
-        rotation_key, optimum_key = jax.random.split(data_key)
+        _, optimum_key = jax.random.split(data_key)
         self.eigenvalues = 10.0 ** (jnp.linspace(0.0, 1.0, self.dim) * log10_condition)
-        if rotate:
-            self.rotation, _ = jnp.linalg.qr(jax.random.normal(rotation_key, (dim, dim)))
-        else:
+        if not rotate:
             self.rotation = jnp.eye(dim)
+        elif rotation is not None:
+            if jnp.shape(rotation) != (dim, dim):
+                raise ValueError(f"rotation must have shape ({dim}, {dim}), got "
+                                 f"{jnp.shape(rotation)}")
+            self.rotation = rotation
+        else:
+            self.rotation = quadratic_rotation(data_key, dim)
         self.x_star = jax.random.normal(optimum_key, (dim,))
 
     def init(self, key: jax.Array) -> dict:

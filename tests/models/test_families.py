@@ -8,6 +8,7 @@ import pytest
 import models
 from learned_opt.tasks import Task, TaskFamily
 from models.families import MLP_RANGES, QUADRATIC_RANGES
+from models.synthetic import QuadraticTask
 
 
 @pytest.mark.parametrize("name", models.list_families())
@@ -132,3 +133,22 @@ def test_cnn_family_builds_cnns_and_never_samples_the_ood_suites_cnn():
     every = family.groups("meta_train") + family.groups("heldout")
     assert all((g.hidden, g.activation, g.batch_size) != ((8, 16), "relu", ood.batch_size)
                for g in every)
+
+
+def test_quadratic_rotation_drawn_once_with_the_task_parameters():
+    """The family precomputes each task's rotation in `sample_task_params` (not at every
+    make_task); the task it builds is the one computed from `data_key` alone."""
+    family = models.get_family("quadratic")
+    group = family.groups("meta_train")[0]
+    params = family.sample_task_params(jax.random.key(5), group)
+    assert params["rotation"].shape == (group.dim, group.dim)
+    built = family.make_task(group, params)
+    fresh = QuadraticTask(group.dim, log10_condition=params["log10_condition"],
+                          noise_std=params["noise_std"], init_scale=params["init_scale"],
+                          batch_size=group.batch_size, data_key=params["data_key"])
+    np.testing.assert_array_equal(np.asarray(built.rotation), np.asarray(fresh.rotation))
+    np.testing.assert_array_equal(np.asarray(built.x_star), np.asarray(fresh.x_star))
+    q = np.asarray(fresh.rotation)
+    np.testing.assert_allclose(q @ q.T, np.eye(group.dim), atol=1e-5)
+    with pytest.raises(ValueError, match="rotation must have shape"):
+        QuadraticTask(group.dim, rotation=jnp.eye(group.dim + 1))
