@@ -25,9 +25,10 @@ pass is two contractions as well (`_mlp_fwd`: its outputs then have many consume
 
 The VJP that JAX derives (of the unrolled graph: O(F * H) full-size reductions, minutes to
 compile; or of a broadcast form with H on the trailing axis) reduces over that short trailing
-axis instead, which XLA's CPU backend runs ~10x slower (measured: TBPTT through MLPLOpt on the regression-MLP setup of
-experiments/bench_meta.py spent most of its outer step in those reductions). The contractions
-use HIGHEST precision so meta-gradients stay float32-exact on accelerators too.
+axis instead, which XLA's CPU backend runs ~10x slower (measured: TBPTT through MLPLOpt on the
+regression-MLP setup of experiments/bench_meta.py spent most of its outer step in those
+reductions). The contractions use HIGHEST precision so meta-gradients stay float32-exact on
+accelerators too.
 """
 
 from __future__ import annotations
