@@ -115,9 +115,14 @@ def _mlp_bwd(residuals, cotangents):
 
 
 # Forward unrolled (fast, no N x H array) unless differentiated, backward in closed form
-# (see the module docstring and `_mlp_fwd`).
-_mlp = jax.custom_vjp(_mlp_unrolled)
-_mlp.defvjp(_mlp_fwd, _mlp_bwd)
+# (see the module docstring and `_mlp_fwd`). Each is a jitted function: JAX then traces and
+# batches its hundreds of primitives once per shape, not at every call site and every
+# batching pass of a vmapped scan (the same HLO: XLA inlines the calls). Measured, paired
+# A B A B: the 8-group mixture step of experiments/configs/meta_mixed.py (num_groups=4)
+# traces in 5.5-6.0 s instead of 12.0-12.6 s and lowers in 1.2-1.3 s instead of 1.9-2.3 s;
+# its compile and step times are unchanged.
+_mlp = jax.custom_vjp(jax.jit(_mlp_unrolled))
+_mlp.defvjp(jax.jit(_mlp_fwd), jax.jit(_mlp_bwd))
 
 
 def mlp_apply(theta: dict, xs: Sequence[jax.Array], z: jax.Array) -> list[jax.Array]:
