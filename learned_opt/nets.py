@@ -76,11 +76,20 @@ def _mlp_unrolled(w_in, bias, w_out, b_out, xs):
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def _stack_entries(arrays) -> jax.Array:
+    """Arrays of one shape -> (len(arrays), N): the entries on the trailing axis."""
+    return jnp.stack([jnp.reshape(a, (-1,)) for a in arrays])
+
+
+def _pre_activation(w_in, bias, x_FN) -> jax.Array:
+    """The hidden layer before its ReLU, (H, N), from the stacked inputs (F, N)."""
+    return jnp.dot(w_in.T, x_FN, precision=_HIGHEST) + bias[:, None]
+
+
 def _mlp_contracted(w_in, bias, w_out, b_out, xs):
     """Forward pass as two contractions over the stacked (F, N) inputs (see `_mlp_fwd`)."""
     shape = jnp.shape(xs[0])
-    x_FN = jnp.stack([jnp.reshape(x, (-1,)) for x in xs])
-    pre_HN = jnp.dot(w_in.T, x_FN, precision=_HIGHEST) + bias[:, None]
+    pre_HN = _pre_activation(w_in, bias, _stack_entries(xs))
     out_ON = jnp.dot(w_out.T, jnp.maximum(pre_HN, 0.0), precision=_HIGHEST) + b_out[:, None]
     return tuple(jnp.reshape(out_ON[o], shape) for o in range(out_ON.shape[0]))
 
@@ -103,9 +112,9 @@ def _mlp_bwd(residuals, cotangents):
     """Closed-form VJP of a one-hidden-layer ReLU MLP (see the module docstring)."""
     w_in, bias, w_out, xs = residuals
     shape = jnp.shape(xs[0])
-    x_FN = jnp.stack([jnp.reshape(x, (-1,)) for x in xs])
-    ct_ON = jnp.stack([jnp.reshape(c, (-1,)) for c in cotangents])
-    pre_HN = jnp.dot(w_in.T, x_FN, precision=_HIGHEST) + bias[:, None]
+    x_FN = _stack_entries(xs)
+    ct_ON = _stack_entries(cotangents)
+    pre_HN = _pre_activation(w_in, bias, x_FN)
     dpre_HN = jnp.where(pre_HN > 0, jnp.dot(w_out, ct_ON, precision=_HIGHEST), 0.0)
     d_w_in = jnp.dot(x_FN, dpre_HN.T, precision=_HIGHEST)
     d_w_out = jnp.dot(jnp.maximum(pre_HN, 0.0), ct_ON.T, precision=_HIGHEST)
