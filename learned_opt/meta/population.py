@@ -63,6 +63,22 @@ def step_key(traj_key: jax.Array, step: jax.Array, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(traj_key, step), stream)
 
 
+def segment_batches(task, state: TaskState, split: str, first: int, count: int) -> PyTree:
+    """The `split` batches of trajectory steps `state.step + first + i`, i < count, stacked
+    on a leading axis: exactly the batches `task.sample_batch` draws one by one from each
+    step's key, drawn in one batched call before a segment's inner steps.
+
+    Measured (PES, MLPLOpt, the regression-MLP setup of experiments/bench_meta.py): drawing
+    the batch inside each inner step ran ~100 extra XLA kernels per step (the threefry hash is
+    a 5-iteration loop on CPU), ~15% of the outer step's kernel time. Costs `count` batches
+    of memory per task.
+    """
+    stream = _TRAIN_BATCH if split == "train" else _VALID_BATCH
+    steps = state.step + first + jnp.arange(count)
+    return jax.vmap(lambda step: task.sample_batch(step_key(state.traj_key, step, stream),
+                                                   split))(steps)
+
+
 def perturbation_key(state: TaskState) -> jax.Array:
     """Key of the theta perturbation an ES / PES estimator draws for `state`'s next segment
     (from the task's own trajectory key and step, like its batches)."""
@@ -224,14 +240,16 @@ class TruncatedUnroller:
         """
         tx = self.optimizer(theta, state.horizon)
         objective = self.objective
+        length = self.unroll_length
+        # Step k trains on train batch k and (valid objective) scores on valid batch k + 1;
+        # train batch `length` scores the final params of a train objective.
+        train_batches = segment_batches(task, state, "train", 0, length + 1)
+        valid_batches = (segment_batches(task, state, "valid", 1, length)
+                         if objective.split == "valid" else None)
 
-        def batch(step, split):
-            stream = _TRAIN_BATCH if split == "train" else _VALID_BATCH
-            return task.sample_batch(step_key(state.traj_key, step, stream), split)
-
-        def inner_step(carry: InnerState, k):
-            step = state.step + k
-            loss, grads = jax.value_and_grad(task.loss)(carry.params, batch(step, "train"))
+        def inner_step(carry: InnerState, batches):
+            train_batch, valid_batch = batches
+            loss, grads = jax.value_and_grad(task.loss)(carry.params, train_batch)
             updates, opt_state = tx.update(grads, carry.opt_state, carry.params, value=loss)
             params = optax.apply_updates(carry.params, updates)
             ok = jnp.isfinite(loss) & _all_finite(params)
@@ -240,7 +258,7 @@ class TruncatedUnroller:
             new = InnerState(_tree_where(diverged, carry.params, params),
                              _tree_where(diverged, carry.opt_state, opt_state), diverged)
             if objective.split == "valid":
-                valid_loss = task.loss(new.params, batch(step + 1, "valid"))
+                valid_loss = task.loss(new.params, valid_batch)
                 term = objective.term(valid_loss, state.loss_scale, diverged)
             else:
                 term = jnp.zeros(())  # filled from the next step's train loss below
@@ -249,13 +267,13 @@ class TruncatedUnroller:
         # prevent_cse=False is safe inside scan and lets XLA share work across the recompute.
         body = remat.checkpoint(inner_step, "full" if self.remat else "none", prevent_cse=False)
         final, (losses, diverged_before, valid_terms) = jax.lax.scan(
-            body, inner, jnp.arange(self.unroll_length))
+            body, inner, (jax.tree.map(lambda b: b[:length], train_batches), valid_batches))
         if objective.split == "valid":
             terms = valid_terms
         else:
             # Term k is the train loss of the params after step k: the loss the next step
             # computes anyway, plus one evaluation of the final params on the next batch.
-            last = task.loss(final.params, batch(state.step + self.unroll_length, "train"))
+            last = task.loss(final.params, jax.tree.map(lambda b: b[length], train_batches))
             terms = objective.term(jnp.concatenate([losses[1:], last[None]]), state.loss_scale,
                                    jnp.concatenate([diverged_before[1:], final.diverged[None]]))
         finite = jnp.isfinite(losses) & ~diverged_before
