@@ -1,5 +1,6 @@
 """The outer loop: LearnedAdam learns the grid-search learning rate, 8 devices == 1 device,
-non-finite meta-gradients are skipped and counted, tasks reset at their horizon."""
+non-finite meta-gradients are skipped and counted, tasks reset at their horizon, a segment's
+batches drawn at once are the ones each step would draw."""
 
 import os
 import sys
@@ -9,12 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import models
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 from toy import QuadraticFamily  # noqa: E402
 
 import learned_opt as lo  # noqa: E402
 from learned_opt import meta  # noqa: E402
+from learned_opt.meta import population  # noqa: E402
 
 FAMILY = QuadraticFamily(dim=4, noise=0.1)
 
@@ -121,3 +125,22 @@ def test_non_finite_inner_loss_is_capped_counted_and_reset():
     assert int(state.num_skipped) == 0  # all terms capped: a zero, finite meta-gradient
     state, metrics = trainer.step(state)
     assert int(metrics["num_resets"]) == 8  # every diverged task was replaced
+
+
+def test_segment_batches_are_the_batches_each_step_draws():
+    # A digits task: batches are gathered rows of its data (a data subset, by index).
+    family = models.get_family("digits_mlp")
+    group = next(iter(family.groups("meta_train")))
+    unroller = meta.TruncatedUnroller(family, group, lo.LearnedAdam(), unroll_length=3,
+                                      schedule=meta.ConstantSchedule(30))
+    state = unroller.init_task(jax.random.key(0), lo.LearnedAdam().init(jax.random.key(0)), 1)
+    state = state._replace(step=jnp.asarray(6, jnp.int32))
+    task = family.make_task(group, state.task_params)
+    for split, stream, first in (("train", 0, 0), ("valid", 1, 1)):
+        stacked = population.segment_batches(task, state, split, first, 4)
+        for i in range(4):
+            one = task.sample_batch(population.step_key(state.traj_key, 6 + first + i, stream),
+                                    split)
+            for name in one:
+                np.testing.assert_array_equal(stacked[name][i], one[name])
+        assert not np.array_equal(stacked["x"][0], stacked["x"][1])  # a new batch per step
