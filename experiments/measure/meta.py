@@ -161,6 +161,7 @@ def outer_step(config, trainer, theta) -> Timed:
         jax.block_until_ready(holder["state"])
     timed = Timed("step", call)
     timed.holder = holder
+    timed.compiler_options = trainer.compiler_options or {}
     return timed
 
 
@@ -297,6 +298,7 @@ def measure_setup(config, setup: str) -> list[dict]:
                "inner_task_steps_per_s": config.num_tasks * config.unroll_length / median,
                "lopt_kwargs": lopt_kwargs(config),
                "compile_s": compile_s[(lopt_name, estimator_name, "step")],
+               "compiler_options": step.compiler_options,
                "timed_steps": config.steps, "num_skipped": int(state.num_skipped),
                "remat": bool(config.remat)}
         if config.breakdown:
@@ -343,6 +345,9 @@ def format_report(config, rows: list[dict], env: dict) -> str:
     else:
         lines += ["", "No reference results given (`--config.reference=PATH` to "
                   "lo_reference_results.json): no ratio to the reference library is claimed."]
+    options = sorted({(r["estimator"], json.dumps(r["compiler_options"])) for r in rows})
+    lines += ["", "XLA options of the outer step (`MetaTrainer.compiler_options`; {} is XLA's "
+              "defaults): " + "; ".join(f"{e}: `{o}`" for e, o in options) + "."]
     lines += ["", "Parts are timed separately on the same shapes (see the script's docstring); "
               "they overlap imperfectly with the fused step, so `other` can be negative."]
     return "\n".join(lines) + "\n"

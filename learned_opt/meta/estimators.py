@@ -80,6 +80,7 @@ class TBPTT:
 
     name = "tbptt"
     num_particles = 1
+    backpropagates = True  # differentiates through the unroll (see MetaTrainer's compile options)
 
     def init(self, theta: PyTree, num_tasks: int) -> PyTree:
         del theta
@@ -125,6 +126,7 @@ class ES:
     sigma: float = 0.01
     name = "es"
     num_particles = 2
+    backpropagates = False
 
     def __post_init__(self):
         if not self.sigma > 0:
@@ -151,6 +153,7 @@ class PES:
     sigma: float = 0.01
     name = "pes"
     num_particles = 2
+    backpropagates = False
 
     def __post_init__(self):
         if not self.sigma > 0:

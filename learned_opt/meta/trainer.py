@@ -53,6 +53,24 @@ class MetaTrainState(NamedTuple):
     num_resets: jax.Array        # int32 trajectories finished and replaced
 
 
+# XLA options of the outer step on a CPU when the estimator backpropagates through the unroll
+# (TBPTT): YNNPACK fuses dots only, and the reductions of the backward pass (transposes of
+# broadcasts, e.g. a gradient's cotangent summed over a stack of momenta) run as XLA's own loops,
+# which YNNPACK ran several times slower. Measured on the 2-core dev box (in one process,
+# interleaved, 20 rounds; the regression-MLP setup of experiments/bench_meta.py): TBPTT outer step
+# MLPLOpt 75.9 -> 57.5 ms, AdafacMLPLOpt 88.8 -> 64.8 ms, NormMLPLOpt 151.5 -> 149.3 ms. Not used
+# for ES / PES: there NormMLPLOpt ran 28.5 -> 30.9 ms (MLPLOpt 13.4 -> 12.6 ms).
+CPU_BACKPROP_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+def default_compiler_options(estimator, mesh: Mesh) -> dict | None:
+    """The XLA options `MetaTrainer` compiles its step with by default (None: XLA's own)."""
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
+    return (dict(CPU_BACKPROP_COMPILER_OPTIONS)
+            if on_cpu and getattr(estimator, "backpropagates", False) else None)
+
+
 def default_outer_tx(learning_rate: float, grad_clip: float = 1.0) -> optax.GradientTransformation:
     """Adam on theta after clipping the meta-gradient's global norm (the default outer tx)."""
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
@@ -67,9 +85,11 @@ class MetaTrainer:
 
     def __init__(self, unroller: TruncatedUnroller | Mixture | Sequence[TruncatedUnroller],
                  estimator, *, num_tasks: int,
-                 outer_tx: optax.GradientTransformation | None = None, mesh: Mesh | None = None):
+                 outer_tx: optax.GradientTransformation | None = None, mesh: Mesh | None = None,
+                 compiler_options: dict | None = None):
         """`unroller`: one unroller, or a `Mixture` / sequence of them (one per shape group);
-        `num_tasks`: population size, per group for a mixture."""
+        `num_tasks`: population size, per group for a mixture; `compiler_options`: XLA options
+        of the jitted step (default: `default_compiler_options`; `{}` for XLA's defaults)."""
         self.unroller = as_mixture(unroller)
         if not isinstance(self.unroller, (TruncatedUnroller, Mixture)):
             raise TypeError(f"unroller must be a TruncatedUnroller, a Mixture or a sequence of "
@@ -81,6 +101,8 @@ class MetaTrainer:
         sharding_lib.check_divisible(self.num_tasks, self.mesh)
         self._meta_grad = sharding_lib.sharded_meta_grad(estimator, self.unroller, self.mesh,
                                                          self.total_tasks)
+        self.compiler_options = (default_compiler_options(estimator, self.mesh)
+                                 if compiler_options is None else dict(compiler_options) or None)
         self._jit_step = None
 
     @property
@@ -171,5 +193,5 @@ class MetaTrainer:
         """One outer step (jitted on first call; the input state's buffers are donated)."""
         if self._jit_step is None:
             self._jit_step = jax.jit(self._step, out_shardings=(self.sharding_prefix(), None),
-                                     donate_argnums=0)
+                                     donate_argnums=0, compiler_options=self.compiler_options)
         return self._jit_step(state)

@@ -8,6 +8,7 @@ import pytest
 from experiments import bench_meta
 from experiments.configs import bench_meta as bench_meta_config
 from experiments.measure import meta
+from learned_opt import meta as meta_lib
 
 
 def test_bench_meta_tiny_writes_results_and_report(tmp_path):
@@ -26,6 +27,9 @@ def test_bench_meta_tiny_writes_results_and_report(tmp_path):
     assert saved["rows"] == json.loads(json.dumps(rows))
     report = (tmp_path / "report.md").read_text()
     assert "| regression | learned_adam | tbptt |" in report
+    # The XLA options the step was compiled with are recorded (TBPTT on CPU: see MetaTrainer).
+    assert rows[0]["compiler_options"] == meta_lib.trainer.CPU_BACKPROP_COMPILER_OPTIONS
+    assert "LIBRARY_FUSION_TYPE_DOT" in report
 
 
 def test_bench_meta_lopt_kwargs_build_every_lopt_and_bad_ones_fail_before_compiling():

@@ -19,6 +19,7 @@ from toy import QuadraticFamily  # noqa: E402
 import learned_opt as lo  # noqa: E402
 from learned_opt import meta  # noqa: E402
 from learned_opt.meta import population  # noqa: E402
+from learned_opt.meta import trainer as trainer_lib  # noqa: E402
 
 FAMILY = QuadraticFamily(dim=4, noise=0.1)
 
@@ -144,3 +145,25 @@ def test_segment_batches_are_the_batches_each_step_draws():
             for name in one:
                 np.testing.assert_array_equal(stacked[name][i], one[name])
         assert not np.array_equal(stacked["x"][0], stacked["x"][1])  # a new batch per step
+
+
+def test_cpu_compiler_options_by_estimator_and_the_same_step():
+    # TBPTT on a CPU compiles with YNNPACK fusing dots only; ES / PES keep XLA's defaults;
+    # {} asks for XLA's defaults explicitly. The options change speed, not what is computed.
+    lopt = lo.LearnedAdam(learning_rate=0.05)
+    theta = lopt.init(jax.random.key(0))
+    unroller = meta.TruncatedUnroller(FAMILY, (4,), lopt, unroll_length=4,
+                                      schedule=meta.ConstantSchedule(8))
+    mesh = meta.population_mesh(jax.devices()[:1])
+    make = lambda est, **kw: meta.MetaTrainer(unroller, est, num_tasks=2, mesh=mesh, **kw)
+    assert make(meta.TBPTT()).compiler_options == trainer_lib.CPU_BACKPROP_COMPILER_OPTIONS
+    assert make(meta.PES()).compiler_options is None
+    assert make(meta.TBPTT(), compiler_options={}).compiler_options is None
+    thetas = []
+    for options in (None, {}):
+        trainer = make(meta.TBPTT(), compiler_options=options)
+        state = trainer.init(jax.random.key(1), theta)
+        for _ in range(3):
+            state, _ = trainer.step(state)
+        thetas.append(state.theta)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *thetas)
