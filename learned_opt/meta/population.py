@@ -69,9 +69,9 @@ def segment_batches(task, state: TaskState, split: str, first: int, count: int) 
     step's key, drawn in one batched call before a segment's inner steps.
 
     Measured (PES, MLPLOpt, the regression-MLP setup of experiments/bench_meta.py): drawing
-    the batch inside each inner step ran ~100 extra XLA kernels per step (the threefry hash is
-    a 5-iteration loop on CPU), ~15% of the outer step's kernel time. Costs `count` batches
-    of memory per task.
+    the batch inside each inner step ran ~500 extra XLA kernel launches per step (on CPU the
+    threefry hash is a 5-iteration loop of ~100 small kernels), ~15% of the outer step's
+    kernel time. Costs `count` batches of memory per task.
     """
     stream = _TRAIN_BATCH if split == "train" else _VALID_BATCH
     steps = state.step + first + jnp.arange(count)
