@@ -243,9 +243,9 @@ class TruncatedUnroller:
         length = self.unroll_length
         # Step k trains on train batch k and (valid objective) scores on valid batch k + 1;
         # train batch `length` scores the final params of a train objective.
-        train_batches = segment_batches(task, state, "train", 0, length + 1)
-        valid_batches = (segment_batches(task, state, "valid", 1, length)
-                         if objective.split == "valid" else None)
+        on_valid = objective.split == "valid"
+        train_batches = segment_batches(task, state, "train", 0, length + (not on_valid))
+        valid_batches = segment_batches(task, state, "valid", 1, length) if on_valid else None
 
         def inner_step(carry: InnerState, batches):
             train_batch, valid_batch = batches
